@@ -1,0 +1,17 @@
+//! membrane: a proxy runtime for the Model Context Protocol. It sits between MCP clients and
+//! servers, keeps native sessions, and runs interceptors (sandboxed WebAssembly components or
+//! native Rust) that can block, modify, mock, pause or delay traffic. Messages no interceptor
+//! wants take a native fast path and are forwarded byte for byte.
+//!
+//! Rooms: [`protocol`] (messages), [`transport`] (framing and peers), [`session`] (session
+//! state), [`interceptor`] (the chain), [`wasm`] (plugins), [`proxy`] (the pipeline and proxy
+//! assembly), [`config`] (the TOML file), [`app`] (wiring a configuration into a running proxy).
+
+pub mod app;
+pub mod config;
+pub mod interceptor;
+pub mod protocol;
+pub mod proxy;
+pub mod session;
+pub mod transport;
+pub mod wasm;

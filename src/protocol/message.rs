@@ -1,0 +1,306 @@
+//! [`Message`]: one JSON-RPC message, kept as the exact bytes it arrived in.
+//!
+//! The envelope (kind, id, method) is parsed lazily and at most once, without copying: the id and
+//! method are spans into the raw bytes. A message that nobody changes is forwarded as those same
+//! bytes; cloning one clones a reference-counted buffer.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+
+/// The JSON-RPC shape of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    Request,
+    Notification,
+    Response,
+    Error,
+    /// A JSON array of messages (JSON-RPC batch, MCP 2025-03-26 only).
+    Batch,
+}
+
+impl MessageKind {
+    /// Whether a message of this kind answers a request.
+    pub fn is_reply(self) -> bool {
+        matches!(self, MessageKind::Response | MessageKind::Error)
+    }
+}
+
+/// Why bytes are not a JSON-RPC message.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("not a JSON-RPC message: {0}")]
+    Shape(&'static str),
+}
+
+impl MessageError {
+    /// The JSON-RPC error code that reports this problem.
+    pub fn code(&self) -> super::ErrorCode {
+        match self {
+            MessageError::Json(_) => super::ErrorCode::ParseError,
+            MessageError::Shape(_) => super::ErrorCode::InvalidRequest,
+        }
+    }
+}
+
+/// A byte range inside the raw message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+#[derive(Debug, Clone)]
+enum Method {
+    /// The method as it appears in the raw bytes (no escapes).
+    Span(Span),
+    /// A method written with JSON escapes, decoded.
+    Owned(Box<str>),
+}
+
+#[derive(Debug, Clone)]
+struct Envelope {
+    kind: MessageKind,
+    id: Option<Span>,
+    method: Option<Method>,
+}
+
+/// One JSON-RPC message: raw bytes plus a lazily parsed envelope.
+#[derive(Clone)]
+pub struct Message {
+    raw: Bytes,
+    envelope: OnceLock<Result<Envelope, MessageError>>,
+}
+
+/// The fields of a message object that decide its envelope; everything else is skipped.
+#[derive(Deserialize)]
+struct EnvelopeFields<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    // A `RawValue`, not `Cow<str>`: serde cannot borrow a `Cow` inside an `Option`, and the
+    // method must not cost an allocation.
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(default)]
+    result: Option<IgnoredAny>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+impl Message {
+    /// Wraps raw bytes; nothing is parsed until the envelope is asked for.
+    pub fn new(raw: impl Into<Bytes>) -> Self {
+        Self {
+            raw: raw.into(),
+            envelope: OnceLock::new(),
+        }
+    }
+
+    /// Serializes a JSON value into a new message.
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        Self::new(serde_json::to_vec(value).expect("a JSON value always serializes"))
+    }
+
+    /// The exact bytes of the message.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The message as text. Raw bytes that are not UTF-8 fail [`Message::validate`], so a valid
+    /// message always has text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.raw).unwrap_or("")
+    }
+
+    /// Parses the envelope if that has not happened yet, and reports whether the bytes are a
+    /// JSON-RPC message.
+    pub fn validate(&self) -> Result<MessageKind, MessageError> {
+        self.envelope().map(|e| e.kind).map_err(Clone::clone)
+    }
+
+    /// The message's kind, or `None` when it is not a valid JSON-RPC message.
+    pub fn kind(&self) -> Option<MessageKind> {
+        self.envelope().ok().map(|e| e.kind)
+    }
+
+    /// The id as JSON text (`7`, `"a1"`), for requests, responses and errors.
+    pub fn id(&self) -> Option<&str> {
+        let span = self.envelope().ok()?.id?;
+        Some(self.span(span))
+    }
+
+    /// The method of a request or notification.
+    pub fn method(&self) -> Option<&str> {
+        match self.envelope().ok()?.method.as_ref()? {
+            Method::Span(span) => Some(self.span(*span)),
+            Method::Owned(method) => Some(method),
+        }
+    }
+
+    /// Parses the whole message into a JSON value (for the rare messages that need their body).
+    pub fn to_value(&self) -> Result<serde_json::Value, MessageError> {
+        serde_json::from_slice(&self.raw).map_err(|e| MessageError::Json(e.to_string()))
+    }
+
+    /// The elements of a batch, each a message sharing this message's buffer.
+    pub fn batch_elements(&self) -> Result<Vec<Message>, MessageError> {
+        let elements: Vec<&RawValue> =
+            serde_json::from_slice(&self.raw).map_err(|e| MessageError::Json(e.to_string()))?;
+        Ok(elements
+            .into_iter()
+            .map(|element| Message::new(self.raw.slice_ref(element.get().as_bytes())))
+            .collect())
+    }
+
+    fn span(&self, span: Span) -> &str {
+        // Spans are cut from `str` slices of `raw` at parse time, so they are valid UTF-8.
+        std::str::from_utf8(&self.raw[span.start as usize..span.end as usize]).unwrap_or("")
+    }
+
+    fn envelope(&self) -> Result<&Envelope, &MessageError> {
+        self.envelope
+            .get_or_init(|| parse_envelope(&self.raw))
+            .as_ref()
+    }
+}
+
+fn parse_envelope(raw: &[u8]) -> Result<Envelope, MessageError> {
+    let text = std::str::from_utf8(raw).map_err(|e| MessageError::Json(e.to_string()))?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        // Validate the batch as JSON; its elements are parsed one by one when needed.
+        serde_json::from_str::<Vec<&RawValue>>(text)
+            .map_err(|e| MessageError::Json(e.to_string()))?;
+        return Ok(Envelope {
+            kind: MessageKind::Batch,
+            id: None,
+            method: None,
+        });
+    }
+    if !trimmed.starts_with('{') {
+        serde_json::from_str::<IgnoredAny>(text).map_err(|e| MessageError::Json(e.to_string()))?;
+        return Err(MessageError::Shape("a message must be a JSON object"));
+    }
+    let fields: EnvelopeFields<'_> =
+        serde_json::from_str(text).map_err(|e| MessageError::Json(e.to_string()))?;
+    let span_of = |s: &str| {
+        let start = s.as_ptr() as usize - text.as_ptr() as usize;
+        Span {
+            start: start as u32,
+            end: (start + s.len()) as u32,
+        }
+    };
+    let id = fields
+        .id
+        .filter(|id| id.get() != "null")
+        .map(|id| span_of(id.get()));
+    let method = match fields.method.map(RawValue::get) {
+        None => None,
+        Some(quoted) if !quoted.starts_with('"') => {
+            return Err(MessageError::Shape("the method must be a string"));
+        }
+        Some(quoted) if quoted.contains('\\') => {
+            let method: String =
+                serde_json::from_str(quoted).map_err(|e| MessageError::Json(e.to_string()))?;
+            Some(Method::Owned(method.into_boxed_str()))
+        }
+        Some(quoted) => Some(Method::Span(span_of(&quoted[1..quoted.len() - 1]))),
+    };
+    let kind = match (&method, &id) {
+        (Some(_), Some(_)) => MessageKind::Request,
+        (Some(_), None) => MessageKind::Notification,
+        (None, _) if fields.error.is_some() => MessageKind::Error,
+        (None, Some(_)) if fields.result.is_some() => MessageKind::Response,
+        _ => return Err(MessageError::Shape("no method, result or error")),
+    };
+    Ok(Envelope { kind, id, method })
+}
+
+/// Messages are equal when their bytes are.
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("kind", &self.kind())
+            .field("id", &self.id())
+            .field("method", &self.method())
+            .field("len", &self.raw.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_of_each_kind() {
+        let request = Message::new(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}"#);
+        assert_eq!(request.kind(), Some(MessageKind::Request));
+        assert_eq!(request.id(), Some("7"));
+        assert_eq!(request.method(), Some("tools/call"));
+
+        let note = Message::new(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert_eq!(note.kind(), Some(MessageKind::Notification));
+        assert_eq!(note.id(), None);
+
+        let response = Message::new(r#"{"jsonrpc":"2.0","id":"a-1","result":{"x":[1,2]}}"#);
+        assert_eq!(response.kind(), Some(MessageKind::Response));
+        assert_eq!(response.id(), Some(r#""a-1""#));
+        assert_eq!(response.method(), None);
+
+        let error = Message::new(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700}}"#);
+        assert_eq!(error.kind(), Some(MessageKind::Error));
+        assert_eq!(error.id(), None);
+    }
+
+    #[test]
+    fn escaped_method_is_decoded() {
+        let m = Message::new(r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call"}"#);
+        assert_eq!(m.method(), Some("tools/call"));
+    }
+
+    #[test]
+    fn invalid_messages_are_reported() {
+        assert!(matches!(
+            Message::new("{not json").validate(),
+            Err(MessageError::Json(_))
+        ));
+        assert!(matches!(
+            Message::new("42").validate(),
+            Err(MessageError::Shape(_))
+        ));
+        assert!(matches!(
+            Message::new(r#"{"jsonrpc":"2.0","id":1}"#).validate(),
+            Err(MessageError::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn batch_elements_share_the_buffer() {
+        let batch = Message::new(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, {"jsonrpc":"2.0","method":"x"}]"#,
+        );
+        assert_eq!(batch.kind(), Some(MessageKind::Batch));
+        let elements = batch.batch_elements().unwrap();
+        assert_eq!(elements.len(), 2);
+        assert_eq!(elements[0].method(), Some("ping"));
+        assert_eq!(elements[1].kind(), Some(MessageKind::Notification));
+        assert_eq!(
+            elements[0].raw().as_ptr(),
+            batch.raw()[1..].as_ptr(),
+            "elements are slices, not copies"
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! [`SessionManager`]: the one way the proxy creates, reads, changes and ends sessions. It
+//! enforces the session limit and the idle timeout, correlates requests with their answers, and
+//! hands each session a cancellation signal that fires when the session is closed from anywhere.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    MemoryStore, PendingRequest, Session, SessionId, SessionStatus, SessionStore, StoreError,
+};
+use crate::protocol::Direction;
+use crate::transport::TransportType;
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub max_sessions: usize,
+    /// Sessions with no traffic for this long are closed; `None` keeps them forever.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 1024,
+            idle_timeout: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("too many sessions (the limit is {0})")]
+    Limit(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionStats {
+    pub active: usize,
+    pub created: u64,
+    pub closed: u64,
+    pub idle_closed: u64,
+    pub rejected: u64,
+}
+
+pub struct SessionManager {
+    store: Arc<dyn SessionStore>,
+    config: SessionConfig,
+    /// Close signals of live sessions; its size is the authority for the session limit.
+    live: Mutex<HashMap<SessionId, CancellationToken>>,
+    created: AtomicU64,
+    closed: AtomicU64,
+    idle_closed: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl SessionManager {
+    pub fn new(store: Arc<dyn SessionStore>, config: SessionConfig) -> Self {
+        Self {
+            store,
+            config,
+            live: Mutex::default(),
+            created: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            idle_closed: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    /// A manager over an in-memory store.
+    pub fn with_config(config: SessionConfig) -> Self {
+        Self::new(Arc::new(MemoryStore::default()), config)
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Creates a session, or refuses when the limit is reached.
+    pub async fn create(
+        &self,
+        client: TransportType,
+        upstream: TransportType,
+    ) -> Result<Session, SessionError> {
+        let session = Session::new(SessionId::generate(), client, upstream);
+        {
+            let mut live = self.live();
+            if live.len() >= self.config.max_sessions {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(SessionError::Limit(self.config.max_sessions));
+            }
+            live.insert(session.id.clone(), CancellationToken::new());
+        }
+        if let Err(e) = self.store.insert(session.clone()).await {
+            self.live().remove(&session.id);
+            return Err(e.into());
+        }
+        self.created.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(session = %session.id, "session created");
+        Ok(session)
+    }
+
+    pub async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+        Ok(self.store.get(id).await?)
+    }
+
+    /// Applies `change` to the session and marks it as active now.
+    pub async fn update(
+        &self,
+        id: &SessionId,
+        mut change: impl FnMut(&mut Session) + Send,
+    ) -> Result<bool, SessionError> {
+        let now = SystemTime::now();
+        Ok(self
+            .store
+            .update(id, &mut |session| {
+                change(session);
+                session.updated_at = now;
+            })
+            .await?)
+    }
+
+    /// A signal that fires when the session is closed; `None` for an unknown session.
+    pub fn closed_signal(&self, id: &SessionId) -> Option<CancellationToken> {
+        self.live().get(id).cloned()
+    }
+
+    /// Ends a session: removes it and fires its close signal. Returns its last state.
+    pub async fn close(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+        let token = self.live().remove(id);
+        let Some(token) = token else {
+            return Ok(None);
+        };
+        token.cancel();
+        self.closed.fetch_add(1, Ordering::Relaxed);
+        let mut session = self.store.remove(id).await?;
+        if let Some(session) = &mut session {
+            session.status = SessionStatus::Closed;
+        }
+        tracing::debug!(session = %id, "session closed");
+        Ok(session)
+    }
+
+    /// Closes every live session (on shutdown).
+    pub async fn close_all(&self) {
+        let ids: Vec<SessionId> = self.live().keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.close(&id).await {
+                tracing::warn!(session = %id, error = %e, "closing session failed");
+            }
+        }
+    }
+
+    /// Remembers a request so its answer can be matched to it.
+    pub async fn record_request(
+        &self,
+        id: &SessionId,
+        direction: Direction,
+        request_id: &str,
+        method: &str,
+    ) -> Result<(), SessionError> {
+        let pending = PendingRequest {
+            id: request_id.to_owned(),
+            method: method.to_owned(),
+            direction,
+            sent_at: SystemTime::now(),
+        };
+        let mut pending = Some(pending);
+        self.update(id, |session| {
+            if let Some(p) = pending.take() {
+                session
+                    .pending_requests
+                    .insert((p.direction, p.id.clone()), p);
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the pending request that travelled `direction` with this id, if any.
+    pub async fn resolve_request(
+        &self,
+        id: &SessionId,
+        direction: Direction,
+        request_id: &str,
+    ) -> Result<Option<PendingRequest>, SessionError> {
+        let mut found = None;
+        let key = (direction, request_id.to_owned());
+        self.update(id, |session| found = session.pending_requests.remove(&key))
+            .await?;
+        Ok(found)
+    }
+
+    /// Takes every request that travelled `direction` and is still unanswered.
+    pub async fn drain_pending(
+        &self,
+        id: &SessionId,
+        direction: Direction,
+    ) -> Result<Vec<PendingRequest>, SessionError> {
+        let mut drained = Vec::new();
+        self.update(id, |session| {
+            session.pending_requests.retain(|(d, _), request| {
+                if *d == direction {
+                    drained.push(request.clone());
+                    false
+                } else {
+                    true
+                }
+            })
+        })
+        .await?;
+        Ok(drained)
+    }
+
+    /// Closes every session idle for longer than the idle timeout; returns their ids.
+    pub async fn close_idle(&self) -> Result<Vec<SessionId>, SessionError> {
+        let Some(timeout) = self.config.idle_timeout else {
+            return Ok(Vec::new());
+        };
+        let now = SystemTime::now();
+        let mut closed = Vec::new();
+        for session in self.store.list().await? {
+            let idle = now.duration_since(session.updated_at).unwrap_or_default();
+            if idle >= timeout && self.close(&session.id).await?.is_some() {
+                tracing::info!(session = %session.id, idle_secs = idle.as_secs(), "closed idle session");
+                self.idle_closed.fetch_add(1, Ordering::Relaxed);
+                closed.push(session.id);
+            }
+        }
+        Ok(closed)
+    }
+
+    /// Runs [`SessionManager::close_idle`] periodically while the manager lives.
+    pub fn spawn_idle_reaper(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let period = (self.config.idle_timeout? / 4).max(Duration::from_millis(10));
+        let manager = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            loop {
+                ticker.tick().await;
+                let Some(manager) = manager.upgrade() else {
+                    break;
+                };
+                if let Err(e) = manager.close_idle().await {
+                    tracing::warn!(error = %e, "closing idle sessions failed");
+                }
+            }
+        }))
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            active: self.live().len(),
+            created: self.created.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+            idle_closed: self.idle_closed.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, CancellationToken>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STDIO: TransportType = TransportType::Stdio;
+
+    #[tokio::test]
+    async fn create_update_close_and_stats() {
+        let manager = SessionManager::with_config(SessionConfig::default());
+        let session = manager.create(STDIO, STDIO).await.unwrap();
+        let signal = manager.closed_signal(&session.id).unwrap();
+        assert!(
+            manager
+                .update(&session.id, |s| s.protocol_version =
+                    Some("2025-06-18".into()))
+                .await
+                .unwrap()
+        );
+        let stored = manager.get(&session.id).await.unwrap().unwrap();
+        assert_eq!(stored.protocol_version.as_deref(), Some("2025-06-18"));
+        assert!(stored.updated_at >= stored.created_at);
+
+        let closed = manager.close(&session.id).await.unwrap().unwrap();
+        assert_eq!(closed.status, SessionStatus::Closed);
+        assert!(signal.is_cancelled());
+        assert!(manager.get(&session.id).await.unwrap().is_none());
+        assert!(manager.close(&session.id).await.unwrap().is_none());
+        let stats = manager.stats();
+        assert_eq!((stats.active, stats.created, stats.closed), (0, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn refuses_sessions_beyond_the_limit() {
+        let manager = SessionManager::with_config(SessionConfig {
+            max_sessions: 2,
+            ..Default::default()
+        });
+        let first = manager.create(STDIO, STDIO).await.unwrap();
+        manager.create(STDIO, STDIO).await.unwrap();
+        assert!(matches!(
+            manager.create(STDIO, STDIO).await,
+            Err(SessionError::Limit(2))
+        ));
+        manager.close(&first.id).await.unwrap();
+        manager.create(STDIO, STDIO).await.unwrap();
+        assert_eq!(manager.stats().rejected, 1);
+    }
+
+    #[tokio::test]
+    async fn correlates_requests_by_direction_and_id() {
+        let manager = SessionManager::with_config(SessionConfig::default());
+        let id = manager.create(STDIO, STDIO).await.unwrap().id;
+        let c2s = Direction::ClientToServer;
+        manager
+            .record_request(&id, c2s, "1", "tools/call")
+            .await
+            .unwrap();
+        manager
+            .record_request(
+                &id,
+                Direction::ServerToClient,
+                "1",
+                "sampling/createMessage",
+            )
+            .await
+            .unwrap();
+        let answered = manager
+            .resolve_request(&id, c2s, "1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answered.method, "tools/call");
+        assert!(
+            manager
+                .resolve_request(&id, c2s, "1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let left = manager
+            .drain_pending(&id, Direction::ServerToClient)
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].method, "sampling/createMessage");
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_are_closed() {
+        let manager = Arc::new(SessionManager::with_config(SessionConfig {
+            idle_timeout: Some(Duration::from_millis(30)),
+            ..Default::default()
+        }));
+        let idle = manager.create(STDIO, STDIO).await.unwrap().id;
+        let signal = manager.closed_signal(&idle).unwrap();
+        let _reaper = manager.spawn_idle_reaper().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), signal.cancelled())
+            .await
+            .expect("the idle session is closed");
+        assert_eq!(manager.stats().idle_closed, 1);
+    }
+}

@@ -1,0 +1,107 @@
+//! Sessions, the spine of the proxy: [`Session`] holds everything membrane knows about one
+//! client's conversation (transports on each side, upstream session id, protocol version,
+//! requests awaiting an answer); [`SessionManager`] creates, finds, updates and ends them over a
+//! [`SessionStore`] (in memory now; the async trait leaves room for SQLite or Redis). Sessions
+//! know nothing of transports: closing one only signals whoever serves it.
+
+mod manager;
+mod store;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use manager::{SessionConfig, SessionError, SessionManager, SessionStats};
+pub use store::{MemoryStore, SessionStore, StoreError};
+
+use crate::protocol::Direction;
+use crate::transport::{ResponseMode, TransportType};
+
+/// A session id minted by membrane: random, visible ASCII, cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(Arc<str>);
+
+impl SessionId {
+    /// A new cryptographically random id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string().into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SessionId {
+    fn from(id: &str) -> Self {
+        Self(id.into())
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// Created; the initialize handshake has not completed.
+    Initializing,
+    Active,
+    Closed,
+}
+
+/// A request that went one way and awaits its answer from the other side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// The JSON-RPC id as JSON text.
+    pub id: String,
+    pub method: String,
+    /// The way the request travelled.
+    pub direction: Direction,
+    pub sent_at: SystemTime,
+}
+
+/// Requests awaiting answers, keyed by the way they travelled and their id.
+pub type PendingRequests = HashMap<(Direction, String), PendingRequest>;
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: SessionId,
+    pub client_transport: TransportType,
+    pub upstream_transport: TransportType,
+    /// The upstream server's own session id, when it has one (Streamable HTTP).
+    pub upstream_session_id: Option<String>,
+    pub response_mode: ResponseMode,
+    pub status: SessionStatus,
+    /// Proposed by the initialize request, then replaced by the one the server agreed to.
+    pub protocol_version: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+    /// The last SSE event id sent to the client, for resumption.
+    pub last_event_id: Option<String>,
+    pub pending_requests: PendingRequests,
+}
+
+impl Session {
+    pub fn new(id: SessionId, client: TransportType, upstream: TransportType) -> Self {
+        let now = SystemTime::now();
+        Self {
+            id,
+            client_transport: client,
+            upstream_transport: upstream,
+            upstream_session_id: None,
+            response_mode: ResponseMode::Unknown,
+            status: SessionStatus::Initializing,
+            protocol_version: None,
+            metadata: HashMap::new(),
+            created_at: now,
+            updated_at: now,
+            last_event_id: None,
+            pending_requests: HashMap::new(),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! [`Connection`]: one established conversation with a peer, as a stream of inbound [`Frame`]s,
+//! an [`Outbox`] drained by a writer task, and a [`ConnectionCloser`] that ends it gracefully.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Stream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::TransportType;
+use crate::protocol::Message;
+
+/// What a peer delivered: a message, or a message too large to accept.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    Message(Message),
+    /// A message over the size limit, discarded. `id` is its JSON-RPC id when it could be read
+    /// from the message's first bytes, so the requester can still be answered.
+    Oversized {
+        len: usize,
+        id: Option<String>,
+    },
+}
+
+/// Frames arriving from the peer, in order; ends when the peer closes its side.
+pub type Inbound = Pin<Box<dyn Stream<Item = Frame> + Send>>;
+
+/// Messages queued for delivery to the peer. Cloneable; delivery order is send order.
+#[derive(Debug, Clone)]
+pub struct Outbox(mpsc::Sender<Message>);
+
+impl Outbox {
+    /// Queues a message; waits while the peer is slow to read (back-pressure). Returns `false`
+    /// when the connection is closed and the message was not queued.
+    pub async fn send(&self, message: Message) -> bool {
+        self.0.send(message).await.is_ok()
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// Exit code of an upstream process, when there was one and it exited normally.
+    pub exit_code: Option<i32>,
+    /// Human-readable account, e.g. "exited with exit status: 3".
+    pub description: String,
+}
+
+/// Ends a connection: stops accepting messages, delivers the queued ones, then releases the peer
+/// (for a child process: closes its stdin and waits `grace` before killing it).
+#[async_trait]
+pub trait ConnectionCloser: Send {
+    async fn close(self: Box<Self>, grace: Duration) -> Closed;
+}
+
+/// One conversation with a peer.
+pub struct Connection {
+    pub transport_type: TransportType,
+    pub inbound: Inbound,
+    pub outbox: Outbox,
+    pub closer: Box<dyn ConnectionCloser>,
+}
+
+/// Depth of each outbox queue: deep enough to absorb bursts, bounded so a stalled peer pushes
+/// back on its sender instead of growing memory.
+const OUTBOX_DEPTH: usize = 256;
+
+/// The writer half of a connection: a task that writes queued messages, newline-delimited, and
+/// flushes whenever the queue runs empty.
+pub(crate) struct Writer {
+    finish: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Writer {
+    pub(crate) fn spawn<W>(mut sink: W) -> (Outbox, Writer)
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, mut rx) = mpsc::channel::<Message>(OUTBOX_DEPTH);
+        let (finish, mut finishing) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    biased;
+                    message = rx.recv() => message,
+                    _ = &mut finishing => {
+                        // Refuse new messages but deliver what is queued.
+                        rx.close();
+                        rx.recv().await
+                    }
+                };
+                let Some(message) = message else { break };
+                sink.write_all(message.raw()).await?;
+                sink.write_all(b"\n").await?;
+                if rx.is_empty() {
+                    sink.flush().await?;
+                }
+            }
+            sink.flush().await?;
+            sink.shutdown().await
+        });
+        (Outbox(tx), Writer { finish, task })
+    }
+
+    /// Delivers what is queued, then closes the sink.
+    pub(crate) async fn finish(self) {
+        let _ = self.finish.send(());
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "peer stopped reading before the end"),
+            Err(e) => tracing::warn!(error = %e, "writer task failed"),
+        }
+    }
+}
