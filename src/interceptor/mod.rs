@@ -1,0 +1,83 @@
+//! Interception: what an interceptor sees ([`InterceptContext`]), what it may decide
+//! ([`InterceptAction`]), what it declares it wants ([`Interest`]), the [`Interceptor`] trait that
+//! native and Wasm interceptors share, the ordered [`InterceptorChain`] and the
+//! [`PauseController`] that holds paused messages. No Wasm details live here.
+
+mod chain;
+mod interest;
+mod pause;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+pub use chain::{ChainOutcome, FailurePolicy, InterceptorChain};
+pub use interest::{Filter, Interest};
+pub use pause::{PauseController, PauseTimeoutPolicy, PausedMessage, Resolution};
+
+use crate::protocol::{Direction, Message};
+use crate::session::SessionId;
+use crate::transport::TransportType;
+
+/// Everything an interceptor knows about a message.
+#[derive(Debug, Clone)]
+pub struct InterceptContext {
+    pub message: Message,
+    pub direction: Direction,
+    pub session_id: SessionId,
+    /// The transport the message arrived on.
+    pub transport_type: TransportType,
+    pub protocol_version: Option<Arc<str>>,
+    /// For a response or error: the method of the request it answers.
+    pub request_method: Option<String>,
+    /// Position of the message in its session, from 1.
+    pub frame_id: u64,
+    pub timestamp: Instant,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl InterceptContext {
+    /// The message's method, or for an answer the method of the request it answers.
+    pub fn method(&self) -> Option<&str> {
+        self.message.method().or(self.request_method.as_deref())
+    }
+}
+
+/// What an interceptor decides for a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InterceptAction {
+    /// Pass the message on unchanged.
+    Continue,
+    /// Replace the message; the next interceptor sees the replacement.
+    Modify(Message),
+    /// Do not deliver. A request is answered with a JSON-RPC error, an answer is replaced by
+    /// one, a notification is dropped.
+    Block { reason: String },
+    /// Answer a request with this synthetic response instead of delivering it.
+    Mock { response: Message },
+    /// Hold the message in the [`PauseController`] until it is released or `timeout` runs out.
+    Pause { timeout: Duration },
+    /// Hold the message for `duration`, then apply `then`.
+    Delay {
+        duration: Duration,
+        then: Box<InterceptAction>,
+    },
+}
+
+/// An interceptor failed to decide (a Wasm trap, a malformed answer, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InterceptError(pub String);
+
+/// Something that inspects messages and decides what happens to them.
+#[async_trait]
+pub trait Interceptor: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Which messages this interceptor wants; the chain never calls it for others.
+    fn interest(&self) -> &Interest;
+
+    async fn intercept(&self, ctx: &InterceptContext) -> Result<InterceptAction, InterceptError>;
+}
