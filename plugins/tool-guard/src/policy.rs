@@ -1,0 +1,232 @@
+//! The guard's policy: its configuration and the decisions on `tools/call` requests and
+//! `tools/list` results, as plain functions over JSON text so they can be tested natively.
+
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+use wildmatch::WildMatch;
+
+/// The configuration as the operator writes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny_arguments: Vec<ArgumentRule>,
+    #[serde(default = "enabled")]
+    hide_denied: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArgumentRule {
+    #[serde(default = "any_tool")]
+    tool: String,
+    pattern: String,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn any_tool() -> String {
+    "*".to_owned()
+}
+
+/// A parsed, validated policy.
+pub struct Policy {
+    deny: Vec<WildMatch>,
+    allow: Vec<WildMatch>,
+    deny_arguments: Vec<(WildMatch, Regex)>,
+    hide_denied: bool,
+}
+
+impl Policy {
+    pub fn from_json(config: &str) -> Result<Self, String> {
+        let invalid = |detail: String| format!("invalid tool-guard config: {detail}");
+        let config: Config = serde_json::from_str(config).map_err(|e| invalid(e.to_string()))?;
+        let deny_arguments = config
+            .deny_arguments
+            .iter()
+            .map(|rule| match Regex::new(&rule.pattern) {
+                Ok(regex) => Ok((WildMatch::new(&rule.tool), regex)),
+                Err(e) => Err(invalid(format!(
+                    "deny_arguments pattern {:?}: {e}",
+                    rule.pattern
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        let globs = |patterns: Vec<String>| patterns.iter().map(|p| WildMatch::new(p)).collect();
+        Ok(Self {
+            deny: globs(config.deny),
+            allow: globs(config.allow),
+            deny_arguments,
+            hide_denied: config.hide_denied,
+        })
+    }
+
+    /// Whether `tools/list` results need filtering: hiding is on and some name can be refused.
+    pub fn filters_lists(&self) -> bool {
+        self.hide_denied && !(self.deny.is_empty() && self.allow.is_empty())
+    }
+
+    /// Whether a tool may be called by name: not denied, and allowed when there is an allow list.
+    pub fn permits(&self, tool: &str) -> bool {
+        !self.deny.iter().any(|glob| glob.matches(tool))
+            && (self.allow.is_empty() || self.allow.iter().any(|glob| glob.matches(tool)))
+    }
+
+    /// The reason to block a `tools/call` request, or `None` to let it through. A request
+    /// without a tool name is blocked, since no policy can be applied to it.
+    pub fn check_call(&self, json: &str) -> Option<String> {
+        let Ok(message) = serde_json::from_str::<Value>(json) else {
+            return Some("tools/call request is not valid JSON".to_owned());
+        };
+        let params = &message["params"];
+        let Some(tool) = params["name"].as_str() else {
+            return Some("tools/call request has no tool name".to_owned());
+        };
+        if !self.permits(tool) {
+            return Some(format!("tool '{tool}' is blocked by policy"));
+        }
+        let arguments = &params["arguments"];
+        self.deny_arguments
+            .iter()
+            .any(|(glob, regex)| glob.matches(tool) && any_string_matches(arguments, regex))
+            .then(|| format!("arguments of tool '{tool}' match a blocked pattern"))
+    }
+
+    /// A `tools/list` response without the tools this policy refuses by name, or `None` when
+    /// it lists none of them (the message is then passed on untouched).
+    pub fn filter_list(&self, json: &str) -> Option<String> {
+        let mut message: Value = serde_json::from_str(json).ok()?;
+        let tools = message
+            .get_mut("result")?
+            .get_mut("tools")?
+            .as_array_mut()?;
+        let listed = tools.len();
+        tools.retain(|tool| tool["name"].as_str().is_none_or(|name| self.permits(name)));
+        (tools.len() != listed).then(|| message.to_string())
+    }
+}
+
+/// Whether any string anywhere inside `value` matches `regex`. The depth is bounded by
+/// `serde_json`'s recursion limit on parsing.
+fn any_string_matches(value: &Value, regex: &Regex) -> bool {
+    match value {
+        Value::String(text) => regex.is_match(text),
+        Value::Array(items) => items.iter().any(|item| any_string_matches(item, regex)),
+        Value::Object(members) => members.values().any(|item| any_string_matches(item, regex)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(config: Value) -> Policy {
+        Policy::from_json(&config.to_string()).unwrap()
+    }
+
+    fn call(name: &str, arguments: Value) -> String {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": name, "arguments": arguments}})
+        .to_string()
+    }
+
+    #[test]
+    fn empty_config_permits_everything_and_filters_nothing() {
+        let policy = policy(json!({}));
+        assert!(policy.permits("shell"));
+        assert!(!policy.filters_lists());
+        assert_eq!(policy.check_call(&call("shell", json!({}))), None);
+    }
+
+    #[test]
+    fn rejects_malformed_config() {
+        let unknown = Policy::from_json(r#"{"denied": ["x"]}"#).err().unwrap();
+        assert!(unknown.contains("unknown field `denied`"), "{unknown}");
+        let regex = Policy::from_json(r#"{"deny_arguments": [{"pattern": "("}]}"#)
+            .err()
+            .unwrap();
+        assert!(regex.contains("deny_arguments pattern \"(\""), "{regex}");
+        assert!(Policy::from_json(r#"{"deny_arguments": [{"tool": "x"}]}"#).is_err());
+        assert!(Policy::from_json(r#"{"deny": "shell"}"#).is_err());
+        assert!(Policy::from_json("not json").is_err());
+    }
+
+    #[test]
+    fn deny_wins_over_allow() {
+        let policy = policy(json!({"deny": ["delete_*", "shel?"], "allow": ["get_*", "delete_*"]}));
+        assert!(policy.permits("get_user"));
+        assert!(!policy.permits("delete_user"));
+        assert!(!policy.permits("shell"));
+        assert!(!policy.permits("echo"));
+        assert!(policy.filters_lists());
+    }
+
+    #[test]
+    fn blocks_calls_by_name() {
+        let policy = policy(json!({"deny": ["shell"]}));
+        assert_eq!(
+            policy.check_call(&call("shell", json!({}))).as_deref(),
+            Some("tool 'shell' is blocked by policy")
+        );
+        assert_eq!(policy.check_call(&call("echo", json!({}))), None);
+        let nameless = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}});
+        assert_eq!(
+            policy.check_call(&nameless.to_string()).as_deref(),
+            Some("tools/call request has no tool name")
+        );
+    }
+
+    #[test]
+    fn blocks_calls_by_nested_argument() {
+        let policy = policy(json!({"deny_arguments": [
+            {"tool": "run_*", "pattern": "rm\\s+-rf"},
+            {"pattern": "(?i)password"}
+        ]}));
+        let nested = json!({"steps": [{"cmd": "ls"}, {"cmd": ["sh", "-c", "rm  -rf /"]}]});
+        assert_eq!(
+            policy
+                .check_call(&call("run_script", nested.clone()))
+                .as_deref(),
+            Some("arguments of tool 'run_script' match a blocked pattern")
+        );
+        assert_eq!(policy.check_call(&call("echo", nested)), None);
+        assert!(
+            policy
+                .check_call(&call("echo", json!({"q": "PassWord"})))
+                .is_some()
+        );
+        assert_eq!(policy.check_call(&call("echo", json!({"n": 3}))), None);
+    }
+
+    #[test]
+    fn removes_refused_tools_from_lists() {
+        let policy = policy(json!({"deny": ["delete_*"]}));
+        let list = r#"{"jsonrpc":"2.0","id":"a1","result":{"tools":[{"name":"echo","inputSchema":{}},{"name":"delete_all"}],"nextCursor":"c"}}"#;
+        let filtered: Value = serde_json::from_str(&policy.filter_list(list).unwrap()).unwrap();
+        assert_eq!(
+            filtered,
+            json!({"jsonrpc": "2.0", "id": "a1",
+                   "result": {"tools": [{"name": "echo", "inputSchema": {}}], "nextCursor": "c"}})
+        );
+        let clean = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo"}]}}"#;
+        assert_eq!(policy.filter_list(clean), None);
+        assert_eq!(
+            policy.filter_list(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn hiding_can_be_turned_off() {
+        assert!(!policy(json!({"deny": ["x"], "hide_denied": false})).filters_lists());
+    }
+}
