@@ -1,0 +1,61 @@
+//! The forward proxy: an MCP client talks to membrane over its stdin and stdout, and membrane
+//! talks to the server it spawns. Both sides are stdio; the pipeline in between is the same one
+//! every mode uses. The proxy ends with its one session and reports an exit code: the server's
+//! own when the server went away first, 0 when the client did.
+
+use std::sync::Arc;
+
+use super::Pipeline;
+use crate::session::SessionError;
+use crate::transport::{IncomingTransport, OutgoingTransport, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// Serves the client connection `incoming` accepts, until it ends or SIGINT/SIGTERM arrives.
+pub async fn run(
+    pipeline: Arc<Pipeline>,
+    incoming: &mut dyn IncomingTransport,
+    upstream: &dyn OutgoingTransport,
+) -> Result<i32, ForwardError> {
+    let Some(client) = incoming.accept().await? else {
+        return Ok(0);
+    };
+    let upstream = upstream.connect().await?;
+    let sessions = pipeline.sessions.clone();
+    let signals = tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        sessions.close_all().await;
+    });
+    let end = pipeline.serve_session(client, upstream).await;
+    signals.abort();
+    let end = end?;
+    Ok(if end.upstream_first {
+        end.upstream
+            .exit_code
+            .filter(|&code| code != 0)
+            .unwrap_or(1)
+    } else {
+        0
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}

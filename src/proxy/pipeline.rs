@@ -1,0 +1,393 @@
+//! [`Pipeline`]: what happens to every message, whichever transports carry it. A message is
+//! validated (envelope only), correlated with its session's pending requests, and, when no
+//! interceptor wants it, forwarded as the very bytes it arrived in. Otherwise it goes through the
+//! [`InterceptorChain`] and the outcome is enacted: forwarded (maybe modified), answered with an
+//! error or a mock, or held (pause, delay) on a task of its own while the rest of the session's
+//! traffic goes on. Bad input is answered with a JSON-RPC error and never reaches the other side.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::interceptor::{
+    ChainOutcome, InterceptAction, InterceptContext, InterceptorChain, PauseController, Resolution,
+};
+use crate::protocol::{Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response};
+use crate::session::{Session, SessionId, SessionManager, SessionStatus};
+use crate::transport::{Frame, Outbox, TransportType};
+
+/// The shared machinery every session's messages pass through.
+pub struct Pipeline {
+    pub sessions: Arc<SessionManager>,
+    pub chain: Arc<InterceptorChain>,
+    pub pauses: Arc<PauseController>,
+    pub max_message_size: usize,
+}
+
+/// What the pipeline keeps at hand for one session, to avoid a store read per message.
+pub struct SessionContext {
+    pub id: SessionId,
+    client_transport: TransportType,
+    upstream_transport: TransportType,
+    protocol_version: Mutex<Option<Arc<str>>>,
+    frames: AtomicU64,
+}
+
+impl SessionContext {
+    pub fn new(session: &Session) -> Self {
+        Self {
+            id: session.id.clone(),
+            client_transport: session.client_transport,
+            upstream_transport: session.upstream_transport,
+            protocol_version: Mutex::new(session.protocol_version.as_deref().map(Arc::from)),
+            frames: AtomicU64::new(0),
+        }
+    }
+
+    fn protocol_version(&self) -> Option<Arc<str>> {
+        self.protocol_version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// One direction of a session: where its messages go, and where answers to their sender go.
+#[derive(Clone)]
+pub struct Lane {
+    pub direction: Direction,
+    pub forward: Outbox,
+    pub reply: Outbox,
+}
+
+impl Pipeline {
+    /// Handles one frame that arrived on `lane`.
+    pub async fn process(
+        self: &Arc<Self>,
+        session: &Arc<SessionContext>,
+        lane: &Lane,
+        frame: Frame,
+    ) {
+        session.frames.fetch_add(1, Ordering::Relaxed);
+        match frame {
+            Frame::Message(message) => match message.validate() {
+                Ok(MessageKind::Batch) => self.process_batch(session, lane, message).await,
+                Ok(kind) => self.process_message(session, lane, message, kind).await,
+                Err(e) => self.reject_invalid(lane, &e.to_string(), e.code()).await,
+            },
+            Frame::Oversized { len, id } => self.reject_oversized(session, lane, len, id).await,
+        }
+    }
+
+    async fn process_message(
+        self: &Arc<Self>,
+        session: &Arc<SessionContext>,
+        lane: &Lane,
+        message: Message,
+        kind: MessageKind,
+    ) {
+        let request_method = self.track(session, lane.direction, &message, kind).await;
+        self.route(session, lane, message, kind, request_method)
+            .await;
+    }
+
+    /// Forwards a tracked message untouched when no interceptor wants it; otherwise runs the
+    /// chain and enacts its outcome.
+    async fn route(
+        self: &Arc<Self>,
+        session: &Arc<SessionContext>,
+        lane: &Lane,
+        message: Message,
+        kind: MessageKind,
+        request_method: Option<String>,
+    ) {
+        let method = message.method().or(request_method.as_deref());
+        if !self.chain.wants(lane.direction, kind, method) {
+            lane.forward.send(message).await;
+            return;
+        }
+        let mut ctx = InterceptContext {
+            message,
+            direction: lane.direction,
+            session_id: session.id.clone(),
+            transport_type: match lane.direction {
+                Direction::ClientToServer => session.client_transport,
+                Direction::ServerToClient => session.upstream_transport,
+            },
+            protocol_version: session.protocol_version(),
+            request_method,
+            frame_id: session.frames.load(Ordering::Relaxed),
+            timestamp: Instant::now(),
+            metadata: Default::default(),
+        };
+        let outcome = self.chain.run(&mut ctx, 0).await;
+        match outcome.action {
+            InterceptAction::Pause { .. } | InterceptAction::Delay { .. } => {
+                // Held messages wait on their own task; the lane moves on.
+                let pipeline = self.clone();
+                let lane = lane.clone();
+                tokio::spawn(async move { pipeline.conclude(&lane, ctx, outcome).await });
+            }
+            _ => self.conclude(lane, ctx, outcome).await,
+        }
+    }
+
+    /// Carries a chain outcome through to delivery, waiting out pauses and delays and resuming
+    /// the chain after them.
+    async fn conclude(&self, lane: &Lane, mut ctx: InterceptContext, mut outcome: ChainOutcome) {
+        loop {
+            let resume_at = outcome.resume_at;
+            let stopped = match outcome.action {
+                InterceptAction::Continue | InterceptAction::Modify(_) => {
+                    lane.forward.send(ctx.message).await;
+                    return;
+                }
+                InterceptAction::Block { reason } => {
+                    let by = outcome.stopped_by.as_deref().unwrap_or("membrane");
+                    return self.block(lane, &ctx, by, &reason).await;
+                }
+                InterceptAction::Mock { response } => return self.mock(lane, &ctx, response).await,
+                InterceptAction::Pause { timeout } => match self.pauses.hold(&ctx, timeout).await {
+                    Resolution::Resume => None,
+                    Resolution::Modify(message) => {
+                        self.chain
+                            .settle(&mut ctx, InterceptAction::Modify(message), resume_at - 1)
+                    }
+                    Resolution::Block { reason } => self.chain.settle(
+                        &mut ctx,
+                        InterceptAction::Block { reason },
+                        resume_at - 1,
+                    ),
+                },
+                InterceptAction::Delay { duration, then } => {
+                    tokio::time::sleep(duration).await;
+                    self.chain.settle(&mut ctx, *then, resume_at - 1)
+                }
+            };
+            outcome = match stopped {
+                Some(outcome) => outcome,
+                None => self.chain.run(&mut ctx, resume_at).await,
+            };
+        }
+    }
+
+    /// A blocked request is answered with an error; a blocked answer is replaced by one (so the
+    /// requester is not left waiting); a blocked notification is dropped.
+    async fn block(&self, lane: &Lane, ctx: &InterceptContext, by: &str, reason: &str) {
+        let message = &ctx.message;
+        tracing::info!(session = %ctx.session_id, interceptor = by, method = ctx.method(), id = message.id(), "blocked: {reason}");
+        let error = || error_response(message.id(), ErrorCode::Blocked, reason);
+        match message.kind() {
+            Some(MessageKind::Request) => {
+                self.forget_request(ctx).await;
+                lane.reply.send(error()).await;
+            }
+            Some(MessageKind::Response | MessageKind::Error) => {
+                lane.forward.send(error()).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// A mocked request is answered by the mock; a mocked answer is replaced by it.
+    async fn mock(&self, lane: &Lane, ctx: &InterceptContext, response: Message) {
+        tracing::debug!(session = %ctx.session_id, method = ctx.method(), "mocked");
+        match ctx.message.kind() {
+            Some(MessageKind::Request) => {
+                self.forget_request(ctx).await;
+                lane.reply.send(response).await;
+            }
+            Some(MessageKind::Response | MessageKind::Error) => {
+                lane.forward.send(response).await;
+            }
+            _ => tracing::warn!(
+                method = ctx.method(),
+                "a notification cannot be mocked; dropped"
+            ),
+        }
+    }
+
+    /// Removes a request that will never reach the other side from the pending ones.
+    async fn forget_request(&self, ctx: &InterceptContext) {
+        if let Some(id) = ctx.message.id() {
+            let _ = self
+                .sessions
+                .resolve_request(&ctx.session_id, ctx.direction, id)
+                .await;
+        }
+    }
+
+    /// Correlates requests and answers, and follows the protocol version through `initialize`.
+    /// Returns, for an answer, the method of the request it answers.
+    async fn track(
+        &self,
+        session: &SessionContext,
+        direction: Direction,
+        message: &Message,
+        kind: MessageKind,
+    ) -> Option<String> {
+        let id = message.id()?;
+        match kind {
+            MessageKind::Request => {
+                let method = message.method()?;
+                let recorded = self
+                    .sessions
+                    .record_request(&session.id, direction, id, method)
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(session = %session.id, error = %e, "could not record request");
+                }
+                if method == INITIALIZE && direction == Direction::ClientToServer {
+                    self.note_protocol_version(
+                        session,
+                        message,
+                        "params",
+                        SessionStatus::Initializing,
+                    )
+                    .await;
+                }
+                None
+            }
+            MessageKind::Response | MessageKind::Error => {
+                let request = self
+                    .sessions
+                    .resolve_request(&session.id, direction.reverse(), id)
+                    .await
+                    .ok()
+                    .flatten()?;
+                if request.method == INITIALIZE && kind == MessageKind::Response {
+                    self.note_protocol_version(session, message, "result", SessionStatus::Active)
+                        .await;
+                }
+                Some(request.method)
+            }
+            _ => None,
+        }
+    }
+
+    async fn note_protocol_version(
+        &self,
+        session: &SessionContext,
+        message: &Message,
+        field: &str,
+        status: SessionStatus,
+    ) {
+        let Ok(value) = message.to_value() else {
+            return;
+        };
+        let Some(version) = value[field]["protocolVersion"].as_str() else {
+            return;
+        };
+        *session
+            .protocol_version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(version.into());
+        let version = version.to_owned();
+        let _ = self
+            .sessions
+            .update(&session.id, |s| {
+                s.protocol_version = Some(version.clone());
+                s.status = status;
+            })
+            .await;
+    }
+
+    /// A batch goes through as is when no interceptor wants any of its messages; otherwise each
+    /// message goes through the chain on its own (so a batch can never smuggle one past it).
+    async fn process_batch(
+        self: &Arc<Self>,
+        session: &Arc<SessionContext>,
+        lane: &Lane,
+        batch: Message,
+    ) {
+        let elements = match batch.batch_elements() {
+            Ok(elements) if !elements.is_empty() => elements,
+            _ => {
+                return self
+                    .reject_invalid(lane, "empty batch", ErrorCode::InvalidRequest)
+                    .await;
+            }
+        };
+        let mut tracked = Vec::with_capacity(elements.len());
+        let mut all_valid = true;
+        for element in elements {
+            match element.validate() {
+                Ok(MessageKind::Batch) => {
+                    all_valid = false;
+                    self.reject_invalid(lane, "nested batch", ErrorCode::InvalidRequest)
+                        .await
+                }
+                Ok(kind) => {
+                    let request_method = self.track(session, lane.direction, &element, kind).await;
+                    tracked.push((element, kind, request_method));
+                }
+                Err(e) => {
+                    all_valid = false;
+                    self.reject_invalid(lane, &e.to_string(), e.code()).await
+                }
+            }
+        }
+        // Only a batch that is valid throughout and wanted by nobody goes through whole.
+        let wanted = !all_valid
+            || tracked.iter().any(|(element, kind, request_method)| {
+                let method = element.method().or(request_method.as_deref());
+                self.chain.wants(lane.direction, *kind, method)
+            });
+        if wanted {
+            for (element, kind, request_method) in tracked {
+                self.route(session, lane, element, kind, request_method)
+                    .await;
+            }
+        } else if !tracked.is_empty() {
+            lane.forward.send(batch).await;
+        }
+    }
+
+    /// Bytes that are not a JSON-RPC message never reach the other side. A client is told why;
+    /// a server's stray output is logged.
+    async fn reject_invalid(&self, lane: &Lane, reason: &str, code: ErrorCode) {
+        match lane.direction {
+            Direction::ClientToServer => {
+                tracing::warn!("client sent an invalid message: {reason}");
+                lane.reply.send(error_response(None, code, reason)).await;
+            }
+            Direction::ServerToClient => {
+                tracing::warn!(
+                    "upstream wrote something that is not a JSON-RPC message, dropped: {reason}"
+                );
+            }
+        }
+    }
+
+    /// An oversized message is discarded. If its id answers a pending request, the requester
+    /// gets the error; otherwise it was a request and its sender does.
+    async fn reject_oversized(
+        &self,
+        session: &SessionContext,
+        lane: &Lane,
+        len: usize,
+        id: Option<String>,
+    ) {
+        let reason = format!(
+            "message of {len} bytes exceeds the maximum message size of {} bytes",
+            self.max_message_size
+        );
+        tracing::warn!(session = %session.id, direction = ?lane.direction, "{reason}");
+        let answered = match &id {
+            Some(id) => self
+                .sessions
+                .resolve_request(&session.id, lane.direction.reverse(), id)
+                .await
+                .ok()
+                .flatten()
+                .is_some(),
+            None => false,
+        };
+        let error = error_response(id.as_deref(), ErrorCode::InvalidRequest, &reason);
+        if answered {
+            lane.forward.send(error).await;
+        } else if lane.direction == Direction::ClientToServer || id.is_some() {
+            lane.reply.send(error).await;
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Serving one session: two pumps (client to server, server to client) feeding the
+//! [`Pipeline`], and an orderly end whichever side goes first. When the client leaves, the
+//! server's stdin is closed and its last answers are still relayed; when the server dies, every
+//! request it left unanswered gets a JSON-RPC error; when the session is closed (idle timeout,
+//! shutdown), both sides are released.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::{Lane, Pipeline, SessionContext};
+use crate::protocol::{Direction, ErrorCode, error_response};
+use crate::session::SessionError;
+use crate::transport::{Closed, Connection, Inbound};
+
+/// How long a side gets to finish on its own before it is forced.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    /// What became of the upstream side.
+    pub upstream: Closed,
+    /// Whether the upstream went away before the client did.
+    pub upstream_first: bool,
+}
+
+enum Ending {
+    ClientLeft,
+    UpstreamLeft,
+    SessionClosed,
+}
+
+impl Pipeline {
+    /// Relays between `client` and `upstream` until one side ends or the session is closed.
+    pub async fn serve_session(
+        self: &Arc<Self>,
+        client: Connection,
+        upstream: Connection,
+    ) -> Result<SessionEnd, SessionError> {
+        let session = self
+            .sessions
+            .create(client.transport_type, upstream.transport_type)
+            .await?;
+        let closed = self
+            .sessions
+            .closed_signal(&session.id)
+            .expect("a session just created is live");
+        let context = Arc::new(SessionContext::new(&session));
+        tracing::info!(session = %session.id, "session started");
+
+        let to_server = Lane {
+            direction: Direction::ClientToServer,
+            forward: upstream.outbox.clone(),
+            reply: client.outbox.clone(),
+        };
+        let to_client = Lane {
+            direction: Direction::ServerToClient,
+            forward: client.outbox.clone(),
+            reply: upstream.outbox.clone(),
+        };
+        let mut from_client = tokio::spawn(self.clone().pump(
+            context.clone(),
+            to_server,
+            client.inbound,
+        ));
+        let mut from_upstream = tokio::spawn(self.clone().pump(
+            context.clone(),
+            to_client,
+            upstream.inbound,
+        ));
+
+        let ending = tokio::select! {
+            _ = &mut from_client => Ending::ClientLeft,
+            _ = &mut from_upstream => Ending::UpstreamLeft,
+            _ = closed.cancelled() => Ending::SessionClosed,
+        };
+        let upstream_closed = match ending {
+            Ending::ClientLeft => {
+                // Closing the server's stdin asks it to exit; relay its last words meanwhile.
+                let closed = upstream.closer.close(SHUTDOWN_GRACE).await;
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut from_upstream).await;
+                closed
+            }
+            Ending::UpstreamLeft | Ending::SessionClosed => {
+                from_client.abort();
+                upstream.closer.close(SHUTDOWN_GRACE).await
+            }
+        };
+        from_upstream.abort();
+
+        let unanswered = self
+            .sessions
+            .drain_pending(&session.id, Direction::ClientToServer)
+            .await
+            .unwrap_or_default();
+        let reason = format!(
+            "upstream server {} before answering",
+            upstream_closed.description
+        );
+        for request in unanswered {
+            let error = error_response(Some(&request.id), ErrorCode::UpstreamUnavailable, &reason);
+            client.outbox.send(error).await;
+        }
+        client.closer.close(SHUTDOWN_GRACE).await;
+        self.sessions.close(&session.id).await?;
+        tracing::info!(session = %session.id, upstream = %upstream_closed.description, "session ended");
+        Ok(SessionEnd {
+            upstream: upstream_closed,
+            upstream_first: matches!(ending, Ending::UpstreamLeft),
+        })
+    }
+
+    async fn pump(self: Arc<Self>, session: Arc<SessionContext>, lane: Lane, mut inbound: Inbound) {
+        while let Some(frame) = inbound.next().await {
+            self.process(&session, &lane, frame).await;
+        }
+    }
+}
