@@ -1,0 +1,239 @@
+//! Helpers for the end-to-end tests: paths of the built binaries, plugins and third-party
+//! peers, and [`RawClient`], a line-level MCP client that drives `membrane forward` through its
+//! stdin and stdout so tests can see the exact bytes.
+#![allow(dead_code)] // each test binary uses its own part of these helpers
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn membrane() -> &'static str {
+    env!("CARGO_BIN_EXE_membrane")
+}
+
+/// The rmcp SDK server built from `tests/peers/rmcp_server.rs` (a cargo example).
+pub fn rmcp_server() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let server = profile_dir.join("examples").join("rmcp-server");
+    assert!(
+        server.exists(),
+        "{} is missing: `cargo test` builds it (it is the `rmcp-server` example)",
+        server.display()
+    );
+    server
+}
+
+/// A plugin from `plugins/`, built for wasm32-wasip2 on first use.
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(repo().join("plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(repo().join("plugins/target"))
+            .status()
+            .expect("running cargo for the plugins");
+        assert!(status.success(), "building the plugins failed");
+    });
+    repo()
+        .join("plugins/target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// Where `tests/peers/setup.sh` installs the pinned npm and PyPI peers (it runs on first use):
+/// `$MEMBRANE_PEERS_DIR`, or `target/peers`.
+pub fn peers() -> PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let dir = std::env::var_os("MEMBRANE_PEERS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo().join("target/peers"));
+            let status = std::process::Command::new("bash")
+                .arg(repo().join("tests/peers/setup.sh"))
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .status()
+                .expect("running tests/peers/setup.sh");
+            assert!(status.success(), "installing the test peers failed");
+            dir
+        })
+        .clone()
+}
+
+/// The command line of the reference server `@modelcontextprotocol/server-everything` (stdio).
+pub fn server_everything() -> Vec<String> {
+    let entry =
+        peers().join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    vec!["node".into(), entry.display().to_string(), "stdio".into()]
+}
+
+/// Writes a membrane config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("membrane.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// `membrane forward ARGS -- SERVER...` with piped stdio, speaking raw JSON lines.
+pub struct RawClient {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl RawClient {
+    pub fn spawn(membrane_args: &[&str], server: &[&str]) -> Self {
+        Self::from_command(
+            Command::new(membrane())
+                .arg("forward")
+                .args(membrane_args)
+                .arg("--")
+                .args(server)
+                .env("MEMBRANE_LOG", "membrane=debug"),
+        )
+    }
+
+    /// The server itself, without membrane: the baseline to compare with.
+    pub fn spawn_direct(server: &[&str]) -> Self {
+        Self::from_command(Command::new(server[0]).args(&server[1..]))
+    }
+
+    fn from_command(command: &mut Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning the process under test");
+        let stdin = child.stdin.take();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// membrane in front of the rmcp SDK server.
+    pub fn rmcp(membrane_args: &[&str]) -> Self {
+        let server = rmcp_server();
+        Self::spawn(membrane_args, &[server.to_str().unwrap()])
+    }
+
+    pub async fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(line.as_bytes()).await.unwrap();
+        stdin.write_all(b"\n").await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    pub async fn send(&mut self, message: &Value) {
+        self.send_line(&message.to_string()).await;
+    }
+
+    /// The next line membrane writes, or `None` at end of output.
+    pub async fn recv_line(&mut self) -> Option<String> {
+        tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("membrane answered in time")
+            .unwrap()
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        let line = self
+            .recv_line()
+            .await
+            .expect("a message, not end of output");
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout carried non-JSON {line:?}: {e}"))
+    }
+
+    /// Sends a request and returns the message that answers it, skipping notifications.
+    pub async fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        self.answer_to(id).await
+    }
+
+    pub async fn answer_to(&mut self, id: i64) -> Value {
+        loop {
+            let message = self.recv().await;
+            if message["id"] == json!(id) && message.get("method").is_none() {
+                return message;
+            }
+        }
+    }
+
+    pub async fn call_tool(&mut self, id: i64, name: &str, arguments: Value) -> Value {
+        self.request(
+            id,
+            "tools/call",
+            json!({"name": name, "arguments": arguments}),
+        )
+        .await
+    }
+
+    /// The MCP handshake; returns the initialize result.
+    pub async fn initialize(&mut self) -> Value {
+        let answer = self
+            .request(
+                0,
+                "initialize",
+                json!({
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "membrane-tests", "version": "0"}
+                }),
+            )
+            .await;
+        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        answer["result"].clone()
+    }
+
+    /// Closes membrane's stdin, as a client does when it is done.
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits for membrane to exit and returns its exit code.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("membrane exited in time")
+            .unwrap()
+            .code()
+    }
+}
+
+/// The text of the first content item of a tools/call result.
+pub fn tool_text(answer: &Value) -> &str {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text content in {answer}"))
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs the pinned third-party MCP peers used by membrane's end-to-end tests.
+#
+#   tests/peers/setup.sh [DIR]     (DIR defaults to <repo>/target/peers)
+#
+# Idempotent and fast when everything is already at the pinned version.
+# Prints one line per peer: "<name> <version> <how to run it>".
+# Layout:
+#   DIR/npm/node_modules/@modelcontextprotocol/server-everything   (server, stdio)
+#   DIR/npm/node_modules/@modelcontextprotocol/sdk                 (TypeScript SDK)
+#   DIR/venv/bin/python  with mcp==2.3.0                           (Python SDK)
+set -euo pipefail
+
+EVERYTHING_VERSION=2026.8.31
+TS_SDK_VERSION=1.32.2
+PY_MCP_VERSION=2.3.0
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+dir="${1:-$repo/target/peers}"
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"
+
+for tool in node npm python3; do
+    command -v "$tool" >/dev/null || { echo "setup.sh: $tool is required but not on PATH" >&2; exit 1; }
+done
+
+# Serialise concurrent runs (parallel test binaries may all call this).
+exec 9>"$dir/.setup.lock"
+flock 9
+
+npm_dir="$dir/npm"
+everything_pkg="$npm_dir/node_modules/@modelcontextprotocol/server-everything"
+sdk_pkg="$npm_dir/node_modules/@modelcontextprotocol/sdk"
+
+# Prints the "version" field of a package.json, or nothing if it is missing.
+pkg_version() {
+    [ -f "$1/package.json" ] || return 0
+    node -e 'try { process.stdout.write(require(process.argv[1]).version || "") } catch (e) {}' "$1/package.json"
+}
+
+if [ "$(pkg_version "$everything_pkg")" != "$EVERYTHING_VERSION" ] \
+    || [ "$(pkg_version "$sdk_pkg")" != "$TS_SDK_VERSION" ]; then
+    mkdir -p "$npm_dir"
+    npm install --prefix "$npm_dir" --no-audit --no-fund --loglevel=error \
+        "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION" \
+        "@modelcontextprotocol/sdk@$TS_SDK_VERSION" >&2
+fi
+for pkg in "$everything_pkg:$EVERYTHING_VERSION" "$sdk_pkg:$TS_SDK_VERSION"; do
+    got="$(pkg_version "${pkg%:*}")"
+    [ "$got" = "${pkg##*:}" ] || { echo "setup.sh: ${pkg%:*} is at '$got', wanted ${pkg##*:}" >&2; exit 1; }
+done
+
+venv="$dir/venv"
+py_mcp_version() {
+    [ -x "$venv/bin/python" ] || return 0
+    "$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null || true
+}
+if [ "$(py_mcp_version)" != "$PY_MCP_VERSION" ]; then
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$PY_MCP_VERSION" >&2
+fi
+[ "$(py_mcp_version)" = "$PY_MCP_VERSION" ] \
+    || { echo "setup.sh: mcp in $venv is at '$(py_mcp_version)', wanted $PY_MCP_VERSION" >&2; exit 1; }
+
+echo "server-everything $EVERYTHING_VERSION node $everything_pkg/dist/index.js stdio"
+echo "typescript-sdk $TS_SDK_VERSION $sdk_pkg"
+echo "python-mcp $PY_MCP_VERSION $venv/bin/python $here/python_client.py SCENARIO -- CMD ARGS..."
