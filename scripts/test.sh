@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs the wasm32-wasip2 target and the pinned
+# third-party MCP peers (npm, PyPI), builds the plugins, then runs the plugins' unit tests and
+# membrane's unit and end-to-end tests (one release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2
+export MEMBRANE_PEERS_DIR="${MEMBRANE_PEERS_DIR:-$PWD/target/peers}"
+bash tests/peers/setup.sh "$MEMBRANE_PEERS_DIR"
+
+cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir plugins/target
+cargo test --manifest-path plugins/Cargo.toml --target-dir plugins/target
+cargo test --release
