@@ -112,10 +112,13 @@ impl Message {
         &self.raw
     }
 
-    /// The message as text. Raw bytes that are not UTF-8 fail [`Message::validate`], so a valid
-    /// message always has text.
+    /// The message as text; empty when the bytes are not a valid message.
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.raw).unwrap_or("")
+        match self.envelope() {
+            // SAFETY: `raw` never changes, and a parsed envelope means it was checked to be UTF-8.
+            Ok(_) => unsafe { std::str::from_utf8_unchecked(&self.raw) },
+            Err(_) => "",
+        }
     }
 
     /// Parses the envelope if that has not happened yet, and reports whether the bytes are a

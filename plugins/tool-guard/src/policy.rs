@@ -1,9 +1,12 @@
 //! The guard's policy: its configuration and the decisions on `tools/call` requests and
 //! `tools/list` results, as plain functions over JSON text so they can be tested natively.
 
+use std::borrow::Cow;
+
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use wildmatch::WildMatch;
 
 /// The configuration as the operator writes it.
@@ -82,20 +85,28 @@ impl Policy {
     /// The reason to block a `tools/call` request, or `None` to let it through. A request
     /// without a tool name is blocked, since no policy can be applied to it.
     pub fn check_call(&self, json: &str) -> Option<String> {
-        let Ok(message) = serde_json::from_str::<Value>(json) else {
-            return Some("tools/call request is not valid JSON".to_owned());
-        };
-        let params = &message["params"];
-        let Some(tool) = params["name"].as_str() else {
+        // Only the name is read up front; the arguments are parsed only when a pattern applies.
+        let Ok(call) = serde_json::from_str::<Call<'_>>(json) else {
             return Some("tools/call request has no tool name".to_owned());
         };
+        let tool = &*call.params.name;
         if !self.permits(tool) {
             return Some(format!("tool '{tool}' is blocked by policy"));
         }
-        let arguments = &params["arguments"];
-        self.deny_arguments
+        let mut patterns = self
+            .deny_arguments
             .iter()
-            .any(|(glob, regex)| glob.matches(tool) && any_string_matches(arguments, regex))
+            .filter(|(glob, _)| glob.matches(tool))
+            .map(|(_, regex)| regex)
+            .peekable();
+        patterns.peek()?;
+        let arguments = call
+            .params
+            .arguments
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            .unwrap_or(Value::Null);
+        patterns
+            .any(|regex| any_string_matches(&arguments, regex))
             .then(|| format!("arguments of tool '{tool}' match a blocked pattern"))
     }
 
@@ -229,4 +240,19 @@ mod tests {
     fn hiding_can_be_turned_off() {
         assert!(!policy(json!({"deny": ["x"], "hide_denied": false})).filters_lists());
     }
+}
+
+/// The parts of a `tools/call` request the guard reads, borrowed from the message text.
+#[derive(Deserialize)]
+struct Call<'a> {
+    #[serde(borrow)]
+    params: CallParams<'a>,
+}
+
+#[derive(Deserialize)]
+struct CallParams<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
 }
