@@ -62,10 +62,7 @@ impl SessionStore for MemoryStore {
         change: &mut (dyn for<'s> FnMut(&'s mut Session) + Send),
     ) -> Result<bool, StoreError> {
         let mut sessions = self.write();
-        Ok(sessions
-            .get_mut(id)
-            .map(&mut *change)
-            .is_some())
+        Ok(sessions.get_mut(id).map(&mut *change).is_some())
     }
 
     async fn remove(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
