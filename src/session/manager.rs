@@ -1,6 +1,8 @@
 //! [`SessionManager`]: the one way the proxy creates, reads, changes and ends sessions. It
 //! enforces the session limit and the idle timeout, correlates requests with their answers, and
-//! hands each session a cancellation signal that fires when the session is closed from anywhere.
+//! hands each session a cancellation signal. Ending is two steps: [`SessionManager::close`]
+//! (from anywhere: shutdown, idle timeout) only fires the signal; whoever serves the session
+//! winds it down, answers what is pending, then calls [`SessionManager::remove`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,10 +79,6 @@ impl SessionManager {
         Self::new(Arc::new(MemoryStore::default()), config)
     }
 
-    pub fn config(&self) -> &SessionConfig {
-        &self.config
-    }
-
     /// Creates a session, or refuses when the limit is reached.
     pub async fn create(
         &self,
@@ -125,15 +123,29 @@ impl SessionManager {
             .await?)
     }
 
-    /// A signal that fires when the session is closed; `None` for an unknown session.
+    /// A signal that fires when the session is asked to close; `None` for an unknown session.
     pub fn closed_signal(&self, id: &SessionId) -> Option<CancellationToken> {
         self.live().get(id).cloned()
     }
 
-    /// Ends a session: removes it and fires its close signal. Returns its last state.
-    pub async fn close(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
-        let token = self.live().remove(id);
-        let Some(token) = token else {
+    /// Asks a live session to close: marks it closing and fires its signal. `false` when there
+    /// is no such session or it was already asked.
+    pub async fn close(&self, id: &SessionId) -> Result<bool, SessionError> {
+        let Some(token) = self.closed_signal(id) else {
+            return Ok(false);
+        };
+        if token.is_cancelled() {
+            return Ok(false);
+        }
+        token.cancel();
+        self.update(id, |s| s.status = SessionStatus::Closing)
+            .await?;
+        Ok(true)
+    }
+
+    /// Forgets a session once it is wound down; returns its last state.
+    pub async fn remove(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+        let Some(token) = self.live().remove(id) else {
             return Ok(None);
         };
         token.cancel();
@@ -142,11 +154,11 @@ impl SessionManager {
         if let Some(session) = &mut session {
             session.status = SessionStatus::Closed;
         }
-        tracing::debug!(session = %id, "session closed");
+        tracing::debug!(session = %id, "session removed");
         Ok(session)
     }
 
-    /// Closes every live session (on shutdown).
+    /// Asks every live session to close (on shutdown).
     pub async fn close_all(&self) {
         let ids: Vec<SessionId> = self.live().keys().cloned().collect();
         for id in ids {
@@ -164,18 +176,15 @@ impl SessionManager {
         request_id: &str,
         method: &str,
     ) -> Result<(), SessionError> {
-        let pending = PendingRequest {
+        let mut pending = Some(PendingRequest {
             id: request_id.to_owned(),
             method: method.to_owned(),
-            direction,
             sent_at: SystemTime::now(),
-        };
-        let mut pending = Some(pending);
+        });
         self.update(id, |session| {
-            if let Some(p) = pending.take() {
-                session
-                    .pending_requests
-                    .insert((p.direction, p.id.clone()), p);
+            if let Some(request) = pending.take() {
+                let pending = session.pending_requests.travelling_mut(direction);
+                pending.insert(request.id.clone(), request);
             }
         })
         .await?;
@@ -190,9 +199,13 @@ impl SessionManager {
         request_id: &str,
     ) -> Result<Option<PendingRequest>, SessionError> {
         let mut found = None;
-        let key = (direction, request_id.to_owned());
-        self.update(id, |session| found = session.pending_requests.remove(&key))
-            .await?;
+        self.update(id, |session| {
+            found = session
+                .pending_requests
+                .travelling_mut(direction)
+                .remove(request_id)
+        })
+        .await?;
         Ok(found)
     }
 
@@ -204,20 +217,15 @@ impl SessionManager {
     ) -> Result<Vec<PendingRequest>, SessionError> {
         let mut drained = Vec::new();
         self.update(id, |session| {
-            session.pending_requests.retain(|(d, _), request| {
-                if *d == direction {
-                    drained.push(request.clone());
-                    false
-                } else {
-                    true
-                }
-            })
+            let pending = session.pending_requests.travelling_mut(direction);
+            drained.extend(pending.drain().map(|(_, request)| request));
         })
         .await?;
         Ok(drained)
     }
 
-    /// Closes every session idle for longer than the idle timeout; returns their ids.
+    /// Closes every session idle for longer than the idle timeout; returns their ids. A session
+    /// with requests in flight is busy, not idle, however long they take.
     pub async fn close_idle(&self) -> Result<Vec<SessionId>, SessionError> {
         let Some(timeout) = self.config.idle_timeout else {
             return Ok(Vec::new());
@@ -226,7 +234,10 @@ impl SessionManager {
         let mut closed = Vec::new();
         for session in self.store.list().await? {
             let idle = now.duration_since(session.updated_at).unwrap_or_default();
-            if idle >= timeout && self.close(&session.id).await?.is_some() {
+            if idle >= timeout
+                && session.pending_requests.is_empty()
+                && self.close(&session.id).await?
+            {
                 tracing::info!(session = %session.id, idle_secs = idle.as_secs(), "closed idle session");
                 self.idle_closed.fetch_add(1, Ordering::Relaxed);
                 closed.push(session.id);
@@ -290,11 +301,19 @@ mod tests {
         assert_eq!(stored.protocol_version.as_deref(), Some("2025-06-18"));
         assert!(stored.updated_at >= stored.created_at);
 
-        let closed = manager.close(&session.id).await.unwrap().unwrap();
-        assert_eq!(closed.status, SessionStatus::Closed);
+        assert!(manager.close(&session.id).await.unwrap());
         assert!(signal.is_cancelled());
+        let closing = manager.get(&session.id).await.unwrap().unwrap();
+        assert_eq!(
+            closing.status,
+            SessionStatus::Closing,
+            "kept until wound down"
+        );
+        assert!(!manager.close(&session.id).await.unwrap(), "asked once");
+        let removed = manager.remove(&session.id).await.unwrap().unwrap();
+        assert_eq!(removed.status, SessionStatus::Closed);
         assert!(manager.get(&session.id).await.unwrap().is_none());
-        assert!(manager.close(&session.id).await.unwrap().is_none());
+        assert!(manager.remove(&session.id).await.unwrap().is_none());
         let stats = manager.stats();
         assert_eq!((stats.active, stats.created, stats.closed), (0, 1, 1));
     }
@@ -312,8 +331,13 @@ mod tests {
             Err(SessionError::Limit(2))
         ));
         manager.close(&first.id).await.unwrap();
+        assert!(
+            manager.create(STDIO, STDIO).await.is_err(),
+            "closing is not gone"
+        );
+        manager.remove(&first.id).await.unwrap();
         manager.create(STDIO, STDIO).await.unwrap();
-        assert_eq!(manager.stats().rejected, 1);
+        assert_eq!(manager.stats().rejected, 2);
     }
 
     #[tokio::test]
@@ -362,11 +386,22 @@ mod tests {
             ..Default::default()
         }));
         let idle = manager.create(STDIO, STDIO).await.unwrap().id;
+        let busy = manager.create(STDIO, STDIO).await.unwrap().id;
+        let c2s = Direction::ClientToServer;
+        manager
+            .record_request(&busy, c2s, "1", "tools/call")
+            .await
+            .unwrap();
         let signal = manager.closed_signal(&idle).unwrap();
         let _reaper = manager.spawn_idle_reaper().unwrap();
         tokio::time::timeout(Duration::from_secs(5), signal.cancelled())
             .await
             .expect("the idle session is closed");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(
+            !manager.closed_signal(&busy).unwrap().is_cancelled(),
+            "a session waiting on an answer is busy, not idle"
+        );
         assert_eq!(manager.stats().idle_closed, 1);
     }
 }

@@ -50,6 +50,8 @@ pub enum SessionStatus {
     /// Created; the initialize handshake has not completed.
     Initializing,
     Active,
+    /// Asked to close; whoever serves it is winding it down.
+    Closing,
     Closed,
 }
 
@@ -59,13 +61,40 @@ pub struct PendingRequest {
     /// The JSON-RPC id as JSON text.
     pub id: String,
     pub method: String,
-    /// The way the request travelled.
-    pub direction: Direction,
     pub sent_at: SystemTime,
 }
 
-/// Requests awaiting answers, keyed by the way they travelled and their id.
-pub type PendingRequests = HashMap<(Direction, String), PendingRequest>;
+/// Requests awaiting answers, by the way they travelled, each keyed by its id.
+#[derive(Debug, Clone, Default)]
+pub struct PendingRequests {
+    client_to_server: HashMap<String, PendingRequest>,
+    server_to_client: HashMap<String, PendingRequest>,
+}
+
+impl PendingRequests {
+    /// The requests that travelled `direction`.
+    pub fn travelling(&self, direction: Direction) -> &HashMap<String, PendingRequest> {
+        match direction {
+            Direction::ClientToServer => &self.client_to_server,
+            Direction::ServerToClient => &self.server_to_client,
+        }
+    }
+
+    pub fn travelling_mut(&mut self, direction: Direction) -> &mut HashMap<String, PendingRequest> {
+        match direction {
+            Direction::ClientToServer => &mut self.client_to_server,
+            Direction::ServerToClient => &mut self.server_to_client,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.client_to_server.is_empty() && self.server_to_client.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.client_to_server.len() + self.server_to_client.len()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -101,7 +130,7 @@ impl Session {
             created_at: now,
             updated_at: now,
             last_event_id: None,
-            pending_requests: HashMap::new(),
+            pending_requests: PendingRequests::default(),
         }
     }
 }

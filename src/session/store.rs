@@ -26,7 +26,6 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     async fn remove(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
     async fn list(&self) -> Result<Vec<Session>, StoreError>;
-    async fn count(&self) -> Result<usize, StoreError>;
 }
 
 /// Sessions in this process's memory.
@@ -71,9 +70,5 @@ impl SessionStore for MemoryStore {
 
     async fn list(&self) -> Result<Vec<Session>, StoreError> {
         Ok(self.read().values().cloned().collect())
-    }
-
-    async fn count(&self) -> Result<usize, StoreError> {
-        Ok(self.read().len())
     }
 }
