@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Stream;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -18,10 +18,12 @@ use crate::protocol::Message;
 pub enum Frame {
     Message(Message),
     /// A message over the size limit, discarded. `id` is its JSON-RPC id when it could be read
-    /// from the message's first bytes, so the requester can still be answered.
+    /// from the message's first bytes, so the requester can still be answered; `request` says
+    /// whether those bytes showed a method (a request) rather than none (an answer).
     Oversized {
         len: usize,
         id: Option<String>,
+        request: bool,
     },
 }
 
@@ -37,6 +39,15 @@ impl Outbox {
     /// when the connection is closed and the message was not queued.
     pub async fn send(&self, message: Message) -> bool {
         self.0.send(message).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+impl Outbox {
+    /// An outbox whose messages land in the returned receiver.
+    pub(crate) fn channel() -> (Outbox, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
+        (Outbox(tx), rx)
     }
 }
 
@@ -68,6 +79,9 @@ pub struct Connection {
 /// back on its sender instead of growing memory.
 const OUTBOX_DEPTH: usize = 256;
 
+/// Bytes gathered before a write; larger messages go out directly.
+const WRITE_BUFFER: usize = 64 * 1024;
+
 /// The writer half of a connection: a task that writes queued messages, newline-delimited, and
 /// flushes whenever the queue runs empty.
 pub(crate) struct Writer {
@@ -75,11 +89,21 @@ pub(crate) struct Writer {
     task: JoinHandle<std::io::Result<()>>,
 }
 
+async fn write_line<W: AsyncWrite + Unpin>(
+    sink: &mut BufWriter<W>,
+    message: &Message,
+) -> std::io::Result<()> {
+    sink.write_all(message.raw()).await?;
+    sink.write_all(b"\n").await
+}
+
 impl Writer {
-    pub(crate) fn spawn<W>(mut sink: W) -> (Outbox, Writer)
+    pub(crate) fn spawn<W>(sink: W) -> (Outbox, Writer)
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        // Buffered, so a message and its newline leave in one write and a burst in a few.
+        let mut sink = BufWriter::with_capacity(WRITE_BUFFER, sink);
         let (tx, mut rx) = mpsc::channel::<Message>(OUTBOX_DEPTH);
         let (finish, mut finishing) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -87,18 +111,18 @@ impl Writer {
                 let message = tokio::select! {
                     biased;
                     message = rx.recv() => message,
-                    _ = &mut finishing => {
-                        // Refuse new messages but deliver what is queued.
-                        rx.close();
-                        rx.recv().await
-                    }
+                    _ = &mut finishing => None,
                 };
                 let Some(message) = message else { break };
-                sink.write_all(message.raw()).await?;
-                sink.write_all(b"\n").await?;
+                write_line(&mut sink, &message).await?;
                 if rx.is_empty() {
                     sink.flush().await?;
                 }
+            }
+            // Refuse new messages but deliver what is queued.
+            rx.close();
+            while let Some(message) = rx.recv().await {
+                write_line(&mut sink, &message).await?;
             }
             sink.flush().await?;
             sink.shutdown().await

@@ -27,6 +27,7 @@ pub struct NewlineCodec {
 struct Discard {
     len: usize,
     id: Option<String>,
+    request: bool,
 }
 
 impl NewlineCodec {
@@ -51,8 +52,10 @@ impl Decoder for NewlineCodec {
                     Some(end) => {
                         buf.advance(end + 1);
                         self.scanned = 0;
-                        let Discard { len, id } = self.discarding.take().expect("discarding");
-                        return Ok(Some(Frame::Oversized { len: len + end, id }));
+                        let Discard { len, id, request } =
+                            self.discarding.take().expect("discarding");
+                        let len = len + end;
+                        return Ok(Some(Frame::Oversized { len, id, request }));
                     }
                     None => {
                         discard.len += buf.len();
@@ -71,7 +74,7 @@ impl Decoder for NewlineCodec {
                     self.scanned = 0;
                     let line = line.freeze().slice(..end);
                     let trimmed = line.trim_ascii_end();
-                    if trimmed.iter().all(u8::is_ascii_whitespace) {
+                    if trimmed.trim_ascii_start().is_empty() {
                         continue; // blank lines carry nothing
                     }
                     return Ok(Some(Frame::Message(Message::new(
@@ -90,15 +93,34 @@ impl Decoder for NewlineCodec {
             }
         }
     }
+
+    /// At end of stream, a last line without its newline still counts, and a line being
+    /// discarded is reported.
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        if let Some(frame) = self.decode(buf)? {
+            return Ok(Some(frame));
+        }
+        if self.discarding.is_some() || buf.trim_ascii().is_empty() {
+            buf.clear();
+            return Ok(self
+                .discarding
+                .take()
+                .map(|Discard { len, id, request }| Frame::Oversized { len, id, request }));
+        }
+        // The remainder is within the limit (`decode` would have started discarding it).
+        buf.extend_from_slice(b"\n");
+        self.decode(buf)
+    }
 }
 
 impl NewlineCodec {
     /// Begins skipping an oversized line, remembering its id; drops the first `upto` bytes.
     fn start_discarding(&mut self, buf: &mut BytesMut, upto: usize) {
-        let probe = &buf[..upto.min(ID_PROBE_LEN)];
+        let (id, request) = probe(&buf[..upto.min(ID_PROBE_LEN)]);
         self.discarding = Some(Discard {
             len: upto,
-            id: probe_id(probe),
+            id,
+            request,
         });
         // Leave the newline (if any) in place so the discard branch ends the line.
         buf.advance(upto);
@@ -106,14 +128,47 @@ impl NewlineCodec {
     }
 }
 
-/// Reads the JSON-RPC id from the first bytes of a message that is too large to parse, when the
-/// id comes before the large part (as JSON-RPC libraries write it).
-fn probe_id(prefix: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(prefix);
-    let at = text.find("\"id\"")?;
-    let rest = text[at + 4..].trim_start().strip_prefix(':')?.trim_start();
-    let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
-    match stream.next()? {
+/// What can be read from the first bytes of a message too large to parse: its top-level `id`
+/// and whether it has a top-level `method` (JSON-RPC libraries write both before the bulk).
+fn probe(prefix: &[u8]) -> (Option<String>, bool) {
+    let (mut id, mut has_method) = (None, false);
+    let (mut depth, mut at) = (0usize, 0);
+    while at < prefix.len() {
+        match prefix[at] {
+            b'"' => {
+                let start = at + 1;
+                at = start;
+                while at < prefix.len() && prefix[at] != b'"' {
+                    at += if prefix[at] == b'\\' { 2 } else { 1 };
+                }
+                if at >= prefix.len() {
+                    break;
+                }
+                let string = &prefix[start..at];
+                at += 1;
+                let rest = &prefix[at..];
+                let after = rest.len() - rest.trim_ascii_start().len();
+                let is_key = depth == 1 && rest.get(after) == Some(&b':');
+                match string {
+                    b"id" if is_key => id = probe_value(&rest[after + 1..]),
+                    b"method" if is_key => has_method = true,
+                    _ => {}
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        at += 1;
+    }
+    (id, has_method)
+}
+
+/// A JSON-RPC id (number or string) at the start of `bytes`, as JSON text.
+fn probe_value(bytes: &[u8]) -> Option<String> {
+    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
+    match values.next()? {
         Ok(id @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) => {
             Some(id.to_string())
         }
@@ -140,7 +195,7 @@ mod tests {
 
     fn text(frame: &Frame) -> &str {
         match frame {
-            Frame::Message(m) => m.as_str(),
+            Frame::Message(m) => std::str::from_utf8(m.raw()).unwrap(),
             Frame::Oversized { .. } => panic!("unexpected oversized frame"),
         }
     }
@@ -165,9 +220,10 @@ mod tests {
         let frames = decode_all(&mut codec, input.as_bytes());
         assert_eq!(frames.len(), 2);
         match &frames[0] {
-            Frame::Oversized { len, id } => {
+            Frame::Oversized { len, id, request } => {
                 assert_eq!(*len, big.len() - 1);
                 assert_eq!(id.as_deref(), Some("42"));
+                assert!(request);
             }
             other => panic!("expected oversized, got {other:?}"),
         }
@@ -175,11 +231,38 @@ mod tests {
     }
 
     #[test]
-    fn string_ids_are_probed() {
+    fn the_probe_reads_only_top_level_keys() {
         assert_eq!(
-            probe_id(br#"{"jsonrpc":"2.0", "id" : "r-9", "params":"#).as_deref(),
-            Some("\"r-9\"")
+            probe(br#"{"jsonrpc":"2.0", "id" : "r-9", "method":"x","params":"#),
+            (Some("\"r-9\"".into()), true)
         );
-        assert_eq!(probe_id(br#"{"jsonrpc":"2.0","params":"#), None);
+        assert_eq!(
+            probe(br#"{"jsonrpc":"2.0","result":{"id":5,"method":"m"},"id":7,"x":"ab"#),
+            (Some("7".into()), false),
+            "nested keys are ignored, an answer has no method"
+        );
+        assert_eq!(
+            probe(br#"{"params":{"id":1},"text":"an \"id\": 3"#),
+            (None, false)
+        );
+    }
+
+    #[test]
+    fn end_of_stream_flushes_the_last_line() {
+        let mut codec = NewlineCodec::new(16);
+        let mut buf = BytesMut::from(&b"{\"a\":1}"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        match codec.decode_eof(&mut buf).unwrap() {
+            Some(Frame::Message(m)) => assert_eq!(m.raw().as_ref(), b"{\"a\":1}"),
+            other => panic!("expected the last line, got {other:?}"),
+        }
+        assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+
+        let mut buf = BytesMut::from(&b"{\"id\":3,\"result\":\"xxxxxxxxxxxxxxxxxxxx"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(matches!(
+            codec.decode_eof(&mut buf).unwrap(),
+            Some(Frame::Oversized { id: Some(ref id), request: false, .. }) if id == "3"
+        ));
     }
 }

@@ -1,7 +1,9 @@
 //! [`SubprocessOutgoing`]: the upstream side for stdio servers. Each connection spawns the server
 //! command with piped stdin and stdout (newline-delimited JSON) and the child's stderr going to
-//! membrane's stderr. The child belongs to its connection: closing the connection closes the
-//! child's stdin, waits a grace period, then kills it by its own pid; dropping it kills it.
+//! membrane's stderr. The child belongs to its connection and runs in a process group of its
+//! own, so wrappers such as `npx` are ended with whatever they started: closing the connection
+//! closes the child's stdin, waits a grace period, then kills the group; dropping it kills the
+//! child.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -56,6 +58,7 @@ impl OutgoingTransport for SubprocessOutgoing {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|source| TransportError::Spawn {
                 command: self.command_line(),
@@ -92,14 +95,20 @@ impl ConnectionCloser for ChildCloser {
         let ChildCloser { mut child, writer } = *self;
         // Delivering what is queued and then dropping stdin is how MCP asks a server to exit.
         let _ = tokio::time::timeout(grace, writer.finish()).await;
+        let group = child.id();
         let status = match tokio::time::timeout(grace, child.wait()).await {
             Ok(status) => status,
             Err(_) => {
-                tracing::warn!(pid = child.id(), "upstream server did not exit; killing it");
+                tracing::warn!(pid = group, "upstream server did not exit; killing it");
                 let _ = child.start_kill();
                 child.wait().await
             }
         };
+        if let Some(group) = group.and_then(|pid| i32::try_from(pid).ok()) {
+            // Whatever the server left behind in its group goes with it.
+            // SAFETY: kill(2) takes plain integers; a negative pid names the child's own group.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
         match status {
             Ok(status) => Closed {
                 exit_code: status.code(),
