@@ -23,13 +23,6 @@ pub enum MessageKind {
     Batch,
 }
 
-impl MessageKind {
-    /// Whether a message of this kind answers a request.
-    pub fn is_reply(self) -> bool {
-        matches!(self, MessageKind::Response | MessageKind::Error)
-    }
-}
-
 /// Why bytes are not a JSON-RPC message.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MessageError {
@@ -87,10 +80,15 @@ struct EnvelopeFields<'a> {
     // method must not cost an allocation.
     #[serde(borrow, default)]
     method: Option<&'a RawValue>,
-    #[serde(default)]
-    result: Option<IgnoredAny>,
-    #[serde(default)]
-    error: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    result: bool,
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
+}
+
+/// True for a field that is there at all, even as `null` (a valid JSON-RPC result).
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(value).map(|_| true)
 }
 
 impl Message {
@@ -199,10 +197,8 @@ fn parse_envelope(raw: &[u8]) -> Result<Envelope, MessageError> {
             end: (start + s.len()) as u32,
         }
     };
-    let id = fields
-        .id
-        .filter(|id| id.get() != "null")
-        .map(|id| span_of(id.get()));
+    // `"id": null` (an error about an unreadable request) deserializes as no id at all.
+    let id = fields.id.map(|id| span_of(id.get()));
     let method = match fields.method.map(RawValue::get) {
         None => None,
         Some(quoted) if !quoted.starts_with('"') => {
@@ -218,8 +214,8 @@ fn parse_envelope(raw: &[u8]) -> Result<Envelope, MessageError> {
     let kind = match (&method, &id) {
         (Some(_), Some(_)) => MessageKind::Request,
         (Some(_), None) => MessageKind::Notification,
-        (None, _) if fields.error.is_some() => MessageKind::Error,
-        (None, Some(_)) if fields.result.is_some() => MessageKind::Response,
+        (None, _) if fields.error => MessageKind::Error,
+        (None, Some(_)) if fields.result => MessageKind::Response,
         _ => return Err(MessageError::Shape("no method, result or error")),
     };
     Ok(Envelope { kind, id, method })
@@ -266,6 +262,9 @@ mod tests {
         let error = Message::new(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700}}"#);
         assert_eq!(error.kind(), Some(MessageKind::Error));
         assert_eq!(error.id(), None);
+
+        let null_result = Message::new(r#"{"jsonrpc":"2.0","id":2,"result":null}"#);
+        assert_eq!(null_result.kind(), Some(MessageKind::Response));
     }
 
     #[test]
@@ -288,6 +287,15 @@ mod tests {
             Message::new(r#"{"jsonrpc":"2.0","id":1}"#).validate(),
             Err(MessageError::Shape(_))
         ));
+        assert!(matches!(
+            Message::new(r#"{"jsonrpc":"2.0","id":1,"method":7}"#).validate(),
+            Err(MessageError::Shape(_))
+        ));
+        assert_eq!(
+            Message::new("{oops").as_str(),
+            "",
+            "no text without a valid envelope"
+        );
     }
 
     #[test]
