@@ -1,6 +1,7 @@
 //! What a plugin instance sees of the host: [`PluginState`] (its WASI context, resource table
 //! and memory limits) and the `host` interface (logging into tracing). The WASI context has no
-//! preopened directories, no environment, no sockets and a clock stopped at the epoch.
+//! preopened directories, no environment and no sockets, and its clocks read zero; a plugin
+//! that waits on a WASI timer still runs out of its time budget.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,13 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 
 use super::bindings::membrane::interceptor::host::{Host, Level};
 use super::bindings::membrane::interceptor::types;
+
+/// Core instances, memories and tables a plugin component may create: enough for any
+/// toolchain's output, far from what a hostile one would need to escape the memory cap.
+const MAX_INSTANCES: usize = 16;
+const MAX_MEMORIES: usize = 2;
+const MAX_TABLES: usize = 16;
+const MAX_TABLE_ELEMENTS: usize = 1 << 16;
 
 /// The data of one plugin instance's store.
 pub struct PluginState {
@@ -35,9 +43,14 @@ impl PluginState {
             plugin,
             wasi,
             table: ResourceTable::new(),
+            // The memory cap holds per memory; few memories and bounded tables keep the
+            // instance's total near it.
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory)
-                .instances(4)
+                .memories(MAX_MEMORIES)
+                .tables(MAX_TABLES)
+                .table_elements(MAX_TABLE_ELEMENTS)
+                .instances(MAX_INSTANCES)
                 .trap_on_grow_failure(true)
                 .build(),
             deadline: Instant::now(),

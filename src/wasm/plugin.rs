@@ -14,7 +14,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::membrane::interceptor::types as wit;
 use super::bindings::{Interceptor as Plugin, InterceptorPre as PluginPre};
-use super::engine::{PluginEngine, PluginLimits};
+use super::engine::{EPOCH_TICK, PluginEngine, PluginLimits};
 use super::host::PluginState;
 use crate::interceptor::{
     Filter, InterceptAction, InterceptContext, InterceptError, Interceptor, Interest,
@@ -127,13 +127,12 @@ impl WasmInterceptor {
         });
         self.arm(&mut store);
         let plugin = self
-            .pre
-            .instantiate_async(&mut store)
+            .within_budget(self.pre.instantiate_async(&mut store))
             .await
             .map_err(start_error)?;
         self.arm(&mut store);
-        let declared = plugin
-            .call_init(&mut store, &self.config)
+        let declared = self
+            .within_budget(plugin.call_init(&mut store, &self.config))
             .await
             .map_err(start_error)?
             .map_err(|reason| PluginError::Config {
@@ -141,6 +140,17 @@ impl WasmInterceptor {
                 reason,
             })?;
         Ok((Instance { store, plugin }, interest_from(&declared)))
+    }
+
+    /// Bounds a call in wall-clock time too: epochs only interrupt Wasm code, and a plugin could
+    /// otherwise wait in a host call (a WASI poll, say) for as long as it likes.
+    async fn within_budget<T>(
+        &self,
+        call: impl Future<Output = wasmtime::Result<T>>,
+    ) -> wasmtime::Result<T> {
+        tokio::time::timeout(self.limits.call_timeout + EPOCH_TICK, call)
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::Error::msg("time budget exceeded")))
     }
 
     /// Gives the next call on this store its full time budget.
@@ -197,9 +207,8 @@ impl Interceptor for WasmInterceptor {
             frame_id: ctx.frame_id,
         };
         self.arm(&mut instance.store);
-        let action = instance
-            .plugin
-            .call_intercept(&mut instance.store, message)
+        let action = self
+            .within_budget(instance.plugin.call_intercept(&mut instance.store, message))
             .await
             .map_err(|trap| InterceptError(format!("plugin trapped: {trap:#}")))?;
         self.put_back(instance);
