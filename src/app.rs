@@ -31,7 +31,7 @@ pub async fn build_pipeline(config: &Config) -> Result<Arc<Pipeline>, AppError> 
                 plugin.limits(),
             )
             .await?;
-            chain = chain.with(Arc::new(interceptor), plugin.failure_policy());
+            chain = chain.with(Arc::new(interceptor), plugin.on_error);
         }
     }
     let sessions = Arc::new(SessionManager::with_config(config.session_config()));
@@ -39,7 +39,7 @@ pub async fn build_pipeline(config: &Config) -> Result<Arc<Pipeline>, AppError> 
     Ok(Arc::new(Pipeline {
         sessions,
         chain: Arc::new(chain),
-        pauses: Arc::new(PauseController::new(config.pause_timeout_policy())),
+        pauses: Arc::new(PauseController::new(config.pause.on_timeout)),
         max_message_size: config.max_message_size,
     }))
 }

@@ -81,15 +81,7 @@ pub struct SessionSection {
 #[serde(deny_unknown_fields)]
 pub struct PauseSection {
     #[serde(default)]
-    pub on_timeout: OnPauseTimeout,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum OnPauseTimeout {
-    Continue,
-    #[default]
-    Block,
+    pub on_timeout: PauseTimeoutPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,20 +91,12 @@ pub struct PluginConfig {
     pub name: Option<String>,
     pub path: PathBuf,
     #[serde(default)]
-    pub on_error: OnError,
+    pub on_error: FailurePolicy,
     pub timeout_ms: Option<u64>,
     pub max_memory_mb: Option<usize>,
     /// Handed to the plugin's `init` as JSON.
     #[serde(default = "empty_table")]
     pub config: toml::Table,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum OnError {
-    Continue,
-    #[default]
-    Block,
 }
 
 impl Config {
@@ -140,13 +124,6 @@ impl Config {
             idle_timeout: self.session.idle_timeout_secs.map(Duration::from_secs),
         }
     }
-
-    pub fn pause_timeout_policy(&self) -> PauseTimeoutPolicy {
-        match self.pause.on_timeout {
-            OnPauseTimeout::Continue => PauseTimeoutPolicy::Continue,
-            OnPauseTimeout::Block => PauseTimeoutPolicy::Block,
-        }
-    }
 }
 
 impl PluginConfig {
@@ -155,7 +132,7 @@ impl PluginConfig {
         Self {
             name: None,
             path,
-            on_error: OnError::default(),
+            on_error: FailurePolicy::default(),
             timeout_ms: None,
             max_memory_mb: None,
             config: empty_table(),
@@ -169,13 +146,6 @@ impl PluginConfig {
                 .map(|stem| stem.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "plugin".into())
         })
-    }
-
-    pub fn failure_policy(&self) -> FailurePolicy {
-        match self.on_error {
-            OnError::Continue => FailurePolicy::Continue,
-            OnError::Block => FailurePolicy::Block,
-        }
     }
 
     pub fn limits(&self) -> PluginLimits {
@@ -240,20 +210,20 @@ mod tests {
             config.session_config().idle_timeout,
             Some(Duration::from_secs(60))
         );
-        assert_eq!(config.pause_timeout_policy(), PauseTimeoutPolicy::Continue);
+        assert_eq!(config.pause.on_timeout, PauseTimeoutPolicy::Continue);
         let [guard, second] = &config.plugins[..] else {
             panic!("two plugins")
         };
         assert_eq!(guard.name(), "guard");
         assert_eq!(guard.path, dir.path().join("guard.wasm"));
         assert_eq!(guard.limits().call_timeout, Duration::from_millis(5));
-        assert_eq!(guard.failure_policy(), FailurePolicy::Block);
+        assert_eq!(guard.on_error, FailurePolicy::Block);
         assert_eq!(
             guard.config_json(),
             serde_json::json!({"deny": ["delete_*"]})
         );
         assert_eq!(second.name(), "second");
-        assert_eq!(second.failure_policy(), FailurePolicy::Continue);
+        assert_eq!(second.on_error, FailurePolicy::Continue);
     }
 
     #[test]

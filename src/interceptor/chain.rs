@@ -10,7 +10,8 @@ use super::{InterceptAction, InterceptContext, Interceptor};
 use crate::protocol::{Direction, MessageKind};
 
 /// What happens to a message when its interceptor fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FailurePolicy {
     /// Fail open: the message goes on as if the interceptor had said `Continue`.
     Continue,
@@ -164,7 +165,7 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use async_trait::async_trait;
 
@@ -220,17 +221,13 @@ mod tests {
     const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 
     fn ctx() -> InterceptContext {
-        InterceptContext {
-            message: Message::new(CALL),
-            direction: Direction::ClientToServer,
-            session_id: SessionId::from("s"),
-            transport_type: TransportType::Stdio,
-            protocol_version: None,
-            request_method: None,
-            frame_id: 1,
-            timestamp: Instant::now(),
-            metadata: Default::default(),
-        }
+        InterceptContext::new(
+            Message::new(CALL),
+            Direction::ClientToServer,
+            SessionId::from("s"),
+            TransportType::Stdio,
+            1,
+        )
     }
 
     fn block(reason: &str) -> InterceptAction {

@@ -39,6 +39,27 @@ pub struct InterceptContext {
 }
 
 impl InterceptContext {
+    /// A context stamped now, with no protocol version, correlated request or metadata yet.
+    pub fn new(
+        message: Message,
+        direction: Direction,
+        session_id: SessionId,
+        transport_type: TransportType,
+        frame_id: u64,
+    ) -> Self {
+        Self {
+            message,
+            direction,
+            session_id,
+            transport_type,
+            protocol_version: None,
+            request_method: None,
+            frame_id,
+            timestamp: Instant::now(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
     /// The message's method, or for an answer the method of the request it answers.
     pub fn method(&self) -> Option<&str> {
         self.message.method().or(self.request_method.as_deref())

@@ -22,7 +22,8 @@ pub enum Resolution {
 }
 
 /// What happens to a held message whose timeout runs out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PauseTimeoutPolicy {
     Continue,
     #[default]
@@ -112,23 +113,18 @@ impl PauseController {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Instant;
 
     use super::*;
     use crate::transport::TransportType;
 
     fn ctx() -> InterceptContext {
-        InterceptContext {
-            message: Message::new(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#),
-            direction: Direction::ClientToServer,
-            session_id: SessionId::from("s"),
-            transport_type: TransportType::Stdio,
-            protocol_version: None,
-            request_method: None,
-            frame_id: 1,
-            timestamp: Instant::now(),
-            metadata: Default::default(),
-        }
+        InterceptContext::new(
+            Message::new(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#),
+            Direction::ClientToServer,
+            SessionId::from("s"),
+            TransportType::Stdio,
+            1,
+        )
     }
 
     async fn held_id(controller: &PauseController) -> u64 {

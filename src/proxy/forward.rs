@@ -1,7 +1,8 @@
 //! The forward proxy: an MCP client talks to membrane over its stdin and stdout, and membrane
 //! talks to the server it spawns. Both sides are stdio; the pipeline in between is the same one
-//! every mode uses. The proxy ends with its one session and reports an exit code: the server's
-//! own when the server went away first, 0 when the client did.
+//! every mode uses. The proxy ends with its one session and reports an exit code: 0 when the
+//! client left or membrane was asked to stop; when the server went away first, the server's own
+//! failure code, or 1 if it exited cleanly or by a signal (either way it failed its client).
 
 use std::sync::Arc;
 

@@ -7,7 +7,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use crate::interceptor::{
     ChainOutcome, InterceptAction, InterceptContext, InterceptorChain, PauseController, Resolution,
@@ -68,27 +67,23 @@ impl Pipeline {
         lane: &Lane,
         frame: Frame,
     ) {
-        session.frames.fetch_add(1, Ordering::Relaxed);
+        let frame_id = session.frames.fetch_add(1, Ordering::Relaxed) + 1;
         match frame {
             Frame::Message(message) => match message.validate() {
-                Ok(MessageKind::Batch) => self.process_batch(session, lane, message).await,
-                Ok(kind) => self.process_message(session, lane, message, kind).await,
+                Ok(MessageKind::Batch) => {
+                    self.process_batch(session, lane, message, frame_id).await
+                }
+                Ok(kind) => {
+                    let request_method = self.track(session, lane.direction, &message, kind).await;
+                    self.route(session, lane, message, kind, request_method, frame_id)
+                        .await;
+                }
                 Err(e) => self.reject_invalid(lane, &e.to_string(), e.code()).await,
             },
-            Frame::Oversized { len, id } => self.reject_oversized(session, lane, len, id).await,
+            Frame::Oversized { len, id, request } => {
+                self.reject_oversized(session, lane, len, id, request).await
+            }
         }
-    }
-
-    async fn process_message(
-        self: &Arc<Self>,
-        session: &Arc<SessionContext>,
-        lane: &Lane,
-        message: Message,
-        kind: MessageKind,
-    ) {
-        let request_method = self.track(session, lane.direction, &message, kind).await;
-        self.route(session, lane, message, kind, request_method)
-            .await;
     }
 
     /// Forwards a tracked message untouched when no interceptor wants it; otherwise runs the
@@ -100,26 +95,26 @@ impl Pipeline {
         message: Message,
         kind: MessageKind,
         request_method: Option<String>,
+        frame_id: u64,
     ) {
         let method = message.method().or(request_method.as_deref());
         if !self.chain.wants(lane.direction, kind, method) {
             lane.forward.send(message).await;
             return;
         }
-        let mut ctx = InterceptContext {
-            message,
-            direction: lane.direction,
-            session_id: session.id.clone(),
-            transport_type: match lane.direction {
-                Direction::ClientToServer => session.client_transport,
-                Direction::ServerToClient => session.upstream_transport,
-            },
-            protocol_version: session.protocol_version(),
-            request_method,
-            frame_id: session.frames.load(Ordering::Relaxed),
-            timestamp: Instant::now(),
-            metadata: Default::default(),
+        let transport = match lane.direction {
+            Direction::ClientToServer => session.client_transport,
+            Direction::ServerToClient => session.upstream_transport,
         };
+        let mut ctx = InterceptContext::new(
+            message,
+            lane.direction,
+            session.id.clone(),
+            transport,
+            frame_id,
+        );
+        ctx.protocol_version = session.protocol_version();
+        ctx.request_method = request_method;
         let outcome = self.chain.run(&mut ctx, 0).await;
         match outcome.action {
             InterceptAction::Pause { .. } | InterceptAction::Delay { .. } => {
@@ -176,34 +171,32 @@ impl Pipeline {
     async fn block(&self, lane: &Lane, ctx: &InterceptContext, by: &str, reason: &str) {
         let message = &ctx.message;
         tracing::info!(session = %ctx.session_id, interceptor = by, method = ctx.method(), id = message.id(), "blocked: {reason}");
-        let error = || error_response(message.id(), ErrorCode::Blocked, reason);
-        match message.kind() {
-            Some(MessageKind::Request) => {
-                self.forget_request(ctx).await;
-                lane.reply.send(error()).await;
-            }
-            Some(MessageKind::Response | MessageKind::Error) => {
-                lane.forward.send(error()).await;
-            }
-            _ => {}
-        }
+        self.answer_instead(
+            lane,
+            ctx,
+            error_response(message.id(), ErrorCode::Blocked, reason),
+        )
+        .await;
     }
 
     /// A mocked request is answered by the mock; a mocked answer is replaced by it.
     async fn mock(&self, lane: &Lane, ctx: &InterceptContext, response: Message) {
         tracing::debug!(session = %ctx.session_id, method = ctx.method(), "mocked");
+        self.answer_instead(lane, ctx, response).await;
+    }
+
+    /// Delivers `answer` in place of the message: to the sender of a request (which the other
+    /// side never sees), or onwards in place of an answer. A notification has no one to answer.
+    async fn answer_instead(&self, lane: &Lane, ctx: &InterceptContext, answer: Message) {
         match ctx.message.kind() {
             Some(MessageKind::Request) => {
                 self.forget_request(ctx).await;
-                lane.reply.send(response).await;
+                lane.reply.send(answer).await;
             }
             Some(MessageKind::Response | MessageKind::Error) => {
-                lane.forward.send(response).await;
+                lane.forward.send(answer).await;
             }
-            _ => tracing::warn!(
-                method = ctx.method(),
-                "a notification cannot be mocked; dropped"
-            ),
+            _ => tracing::debug!(method = ctx.method(), "notification dropped"),
         }
     }
 
@@ -299,6 +292,7 @@ impl Pipeline {
         session: &Arc<SessionContext>,
         lane: &Lane,
         batch: Message,
+        frame_id: u64,
     ) {
         let elements = match batch.batch_elements() {
             Ok(elements) if !elements.is_empty() => elements,
@@ -335,7 +329,7 @@ impl Pipeline {
             });
         if wanted {
             for (element, kind, request_method) in tracked {
-                self.route(session, lane, element, kind, request_method)
+                self.route(session, lane, element, kind, request_method, frame_id)
                     .await;
             }
         } else if !tracked.is_empty() {
@@ -359,14 +353,15 @@ impl Pipeline {
         }
     }
 
-    /// An oversized message is discarded. If its id answers a pending request, the requester
-    /// gets the error; otherwise it was a request and its sender does.
+    /// An oversized message is discarded. An oversized answer to a pending request is replaced
+    /// by an error to the requester; an oversized request is answered with one.
     async fn reject_oversized(
         &self,
         session: &SessionContext,
         lane: &Lane,
         len: usize,
         id: Option<String>,
+        request: bool,
     ) {
         let reason = format!(
             "message of {len} bytes exceeds the maximum message size of {} bytes",
@@ -374,14 +369,14 @@ impl Pipeline {
         );
         tracing::warn!(session = %session.id, direction = ?lane.direction, "{reason}");
         let answered = match &id {
-            Some(id) => self
+            Some(id) if !request => self
                 .sessions
                 .resolve_request(&session.id, lane.direction.reverse(), id)
                 .await
                 .ok()
                 .flatten()
                 .is_some(),
-            None => false,
+            _ => false,
         };
         let error = error_response(id.as_deref(), ErrorCode::InvalidRequest, &reason);
         if answered {
@@ -389,5 +384,209 @@ impl Pipeline {
         } else if lane.direction == Direction::ClientToServer || id.is_some() {
             lane.reply.send(error).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::interceptor::{
+        FailurePolicy, Filter, InterceptError, Interceptor, Interest, PauseTimeoutPolicy,
+    };
+    use crate::session::SessionConfig;
+
+    /// What the recorder saw of one message: kind, method, protocol version.
+    type Seen = (MessageKind, Option<String>, Option<Arc<str>>);
+
+    /// Records what it is shown and blocks `tools/call` requests for the tool "blocked".
+    struct Recorder {
+        interest: Interest,
+        seen: Mutex<Vec<Seen>>,
+    }
+
+    #[async_trait]
+    impl Interceptor for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        fn interest(&self) -> &Interest {
+            &self.interest
+        }
+        async fn intercept(
+            &self,
+            ctx: &InterceptContext,
+        ) -> Result<InterceptAction, InterceptError> {
+            let kind = ctx.message.kind().unwrap();
+            let method = ctx.method().map(str::to_owned);
+            self.seen
+                .lock()
+                .unwrap()
+                .push((kind, method, ctx.protocol_version.clone()));
+            Ok(if ctx.message.as_str().contains("\"blocked\"") {
+                InterceptAction::Block {
+                    reason: "no".into(),
+                }
+            } else {
+                InterceptAction::Continue
+            })
+        }
+    }
+
+    struct Harness {
+        pipeline: Arc<Pipeline>,
+        recorder: Arc<Recorder>,
+        session: Arc<SessionContext>,
+        to_server: Lane,
+        to_client: Lane,
+        server_in: mpsc::Receiver<Message>,
+        client_in: mpsc::Receiver<Message>,
+    }
+
+    async fn harness() -> Harness {
+        let recorder = Arc::new(Recorder {
+            interest: Filter::new(["tools/*"], &[], &[]).into(),
+            seen: Mutex::default(),
+        });
+        let chain = InterceptorChain::new().with(recorder.clone(), FailurePolicy::Block);
+        let pipeline = Arc::new(Pipeline {
+            sessions: Arc::new(SessionManager::with_config(SessionConfig::default())),
+            chain: Arc::new(chain),
+            pauses: Arc::new(PauseController::new(PauseTimeoutPolicy::Block)),
+            max_message_size: 1024,
+        });
+        let session = pipeline
+            .sessions
+            .create(TransportType::Stdio, TransportType::Stdio)
+            .await
+            .unwrap();
+        let (server, server_in) = Outbox::channel();
+        let (client, client_in) = Outbox::channel();
+        Harness {
+            recorder,
+            session: Arc::new(SessionContext::new(&session)),
+            to_server: Lane {
+                direction: Direction::ClientToServer,
+                forward: server.clone(),
+                reply: client.clone(),
+            },
+            to_client: Lane {
+                direction: Direction::ServerToClient,
+                forward: client,
+                reply: server,
+            },
+            pipeline,
+            server_in,
+            client_in,
+        }
+    }
+
+    impl Harness {
+        async fn client_sends(&self, json: &str) {
+            let frame = Frame::Message(Message::new(json.to_owned()));
+            self.pipeline
+                .process(&self.session, &self.to_server, frame)
+                .await;
+        }
+        async fn server_sends(&self, json: &str) {
+            let frame = Frame::Message(Message::new(json.to_owned()));
+            self.pipeline
+                .process(&self.session, &self.to_client, frame)
+                .await;
+        }
+        async fn stored(&self) -> Session {
+            self.pipeline
+                .sessions
+                .get(&self.session.id)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn follows_the_handshake_and_correlates_answers() {
+        let mut h = harness().await;
+        h.client_sends(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#).await;
+        assert_eq!(
+            h.stored().await.protocol_version.as_deref(),
+            Some("2025-06-18")
+        );
+        assert_eq!(h.stored().await.status, SessionStatus::Initializing);
+        h.server_sends(r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-03-26"}}"#)
+            .await;
+        let stored = h.stored().await;
+        assert_eq!(
+            stored.protocol_version.as_deref(),
+            Some("2025-03-26"),
+            "the server's answer wins"
+        );
+        assert_eq!(stored.status, SessionStatus::Active);
+
+        h.client_sends(
+            r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"x"}}"#,
+        )
+        .await;
+        assert_eq!(h.stored().await.pending_requests.len(), 1);
+        h.server_sends(r#"{"jsonrpc":"2.0","id":"c1","result":{"content":[]}}"#)
+            .await;
+        assert!(h.stored().await.pending_requests.is_empty());
+
+        let seen = h.recorder.seen.lock().unwrap().clone();
+        let version = Some(Arc::from("2025-03-26"));
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    MessageKind::Request,
+                    Some("tools/call".into()),
+                    version.clone()
+                ),
+                (MessageKind::Response, Some("tools/call".into()), version),
+            ],
+            "only wanted messages, answers matched to their request's method"
+        );
+        for _ in 0..2 {
+            assert!(h.server_in.try_recv().is_ok());
+            assert!(h.client_in.try_recv().is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blocked_request_is_answered_and_forgotten() {
+        let mut h = harness().await;
+        h.client_sends(
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"blocked"}}"#,
+        )
+        .await;
+        let answer = h.client_in.try_recv().unwrap().to_value().unwrap();
+        assert_eq!(answer["id"], 5);
+        assert_eq!(answer["error"]["code"], ErrorCode::Blocked.code());
+        assert!(h.server_in.try_recv().is_err(), "the server never sees it");
+        assert!(h.stored().await.pending_requests.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_split_only_when_an_interceptor_wants_part_of_it() {
+        let mut h = harness().await;
+        let untouched = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"}]"#;
+        h.client_sends(untouched).await;
+        assert_eq!(
+            h.server_in.try_recv().unwrap().as_str(),
+            untouched,
+            "forwarded whole"
+        );
+
+        h.client_sends(r#"[{"jsonrpc":"2.0","id":2,"method":"ping"},{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"blocked"}}]"#).await;
+        assert_eq!(h.server_in.try_recv().unwrap().id(), Some("2"));
+        assert!(
+            h.server_in.try_recv().is_err(),
+            "the blocked element is not forwarded"
+        );
+        assert_eq!(h.client_in.try_recv().unwrap().id(), Some("3"));
     }
 }

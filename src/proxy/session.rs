@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::{Lane, Pipeline, SessionContext};
 use crate::protocol::{Direction, ErrorCode, error_response};
@@ -60,15 +62,18 @@ impl Pipeline {
             forward: client.outbox.clone(),
             reply: upstream.outbox.clone(),
         };
+        let (client_stop, upstream_stop) = (CancellationToken::new(), CancellationToken::new());
         let mut from_client = tokio::spawn(self.clone().pump(
             context.clone(),
             to_server,
             client.inbound,
+            client_stop.clone(),
         ));
         let mut from_upstream = tokio::spawn(self.clone().pump(
             context.clone(),
             to_client,
             upstream.inbound,
+            upstream_stop.clone(),
         ));
 
         let ending = tokio::select! {
@@ -80,31 +85,39 @@ impl Pipeline {
             Ending::ClientLeft => {
                 // Closing the server's stdin asks it to exit; relay its last words meanwhile.
                 let closed = upstream.closer.close(SHUTDOWN_GRACE).await;
-                let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut from_upstream).await;
+                finish(from_upstream, upstream_stop, SHUTDOWN_GRACE).await;
                 closed
             }
-            Ending::UpstreamLeft | Ending::SessionClosed => {
-                from_client.abort();
+            Ending::UpstreamLeft => {
+                finish(from_client, client_stop, Duration::ZERO).await;
                 upstream.closer.close(SHUTDOWN_GRACE).await
             }
+            Ending::SessionClosed => {
+                finish(from_client, client_stop, Duration::ZERO).await;
+                let closed = upstream.closer.close(SHUTDOWN_GRACE).await;
+                finish(from_upstream, upstream_stop, SHUTDOWN_GRACE).await;
+                closed
+            }
         };
-        from_upstream.abort();
 
         let unanswered = self
             .sessions
             .drain_pending(&session.id, Direction::ClientToServer)
             .await
             .unwrap_or_default();
-        let reason = format!(
-            "upstream server {} before answering",
-            upstream_closed.description
-        );
+        let reason = match ending {
+            Ending::SessionClosed => "the session was closed before the server answered".into(),
+            _ => format!(
+                "upstream server {} before answering",
+                upstream_closed.description
+            ),
+        };
         for request in unanswered {
             let error = error_response(Some(&request.id), ErrorCode::UpstreamUnavailable, &reason);
             client.outbox.send(error).await;
         }
         client.closer.close(SHUTDOWN_GRACE).await;
-        self.sessions.close(&session.id).await?;
+        self.sessions.remove(&session.id).await?;
         tracing::info!(session = %session.id, upstream = %upstream_closed.description, "session ended");
         Ok(SessionEnd {
             upstream: upstream_closed,
@@ -112,9 +125,38 @@ impl Pipeline {
         })
     }
 
-    async fn pump(self: Arc<Self>, session: Arc<SessionContext>, lane: Lane, mut inbound: Inbound) {
-        while let Some(frame) = inbound.next().await {
+    /// Feeds frames from one side into the pipeline until that side ends or `stop` fires; a
+    /// frame already read is always carried through.
+    async fn pump(
+        self: Arc<Self>,
+        session: Arc<SessionContext>,
+        lane: Lane,
+        mut inbound: Inbound,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let frame = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                frame = inbound.next() => frame,
+            };
+            let Some(frame) = frame else { break };
             self.process(&session, &lane, frame).await;
         }
+    }
+}
+
+/// Lets a pump end on its own for `patience`, then stops it between frames, and as a last
+/// resort (a peer that no longer reads) aborts it.
+async fn finish(mut pump: JoinHandle<()>, stop: CancellationToken, patience: Duration) {
+    if tokio::time::timeout(patience, &mut pump).await.is_ok() {
+        return;
+    }
+    stop.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut pump)
+        .await
+        .is_err()
+    {
+        pump.abort();
     }
 }
