@@ -11,7 +11,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -97,17 +96,15 @@ fn call_context(size: usize) -> InterceptContext {
         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "echo", "arguments": {"message": text}}
     }));
-    InterceptContext {
+    let mut ctx = InterceptContext::new(
         message,
-        direction: Direction::ClientToServer,
-        session_id: SessionId::generate(),
-        transport_type: TransportType::Stdio,
-        protocol_version: Some("2025-06-18".into()),
-        request_method: None,
-        frame_id: 1,
-        timestamp: Instant::now(),
-        metadata: Default::default(),
-    }
+        Direction::ClientToServer,
+        SessionId::generate(),
+        TransportType::Stdio,
+        1,
+    );
+    ctx.protocol_version = Some("2025-06-18".into());
+    ctx
 }
 
 /// The tool guard's decision, made natively: parse the call, match the name against the deny list.

@@ -147,17 +147,40 @@ async fn a_server_dying_mid_call_answers_the_call_and_ends_the_proxy() {
 async fn closing_stdin_ends_the_server_and_the_proxy() {
     let mut client = RawClient::rmcp(&[]);
     client.initialize().await;
-    // A request in flight when the client leaves is still answered: by the server if it
-    // finishes it before exiting, by membrane otherwise.
+    // A request in flight when the client leaves is still answered: the server sees its stdin
+    // close, finishes the call and exits, and membrane relays the answer before it exits too.
     client
         .send(&json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":200}}}))
         .await;
     client.close_stdin();
     let answer = client.answer_to(4).await;
-    assert!(
-        answer["result"]["content"][0]["text"] == "slept" || answer["error"]["code"] == -32002,
-        "{answer}"
-    );
+    assert_eq!(tool_text(&answer), "slept");
+    assert_eq!(client.recv_line().await, None);
+    assert_eq!(client.exit_code().await, Some(0));
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_session_in_order() {
+    let mut client = RawClient::rmcp(&[]);
+    client.initialize().await;
+    client
+        .send(&json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":60000}}}))
+        .await;
+    // Once a later call is answered, the sleeping one is surely in flight.
+    let answer = client
+        .call_tool(5, "echo", json!({"message": "before"}))
+        .await;
+    assert_eq!(tool_text(&answer), "before");
+    let pid = client.child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await;
+    assert!(killed.unwrap().success());
+    let answer = client.answer_to(4).await;
+    assert_eq!(answer["error"]["code"], -32002, "{answer}");
+    let reason = answer["error"]["message"].as_str().unwrap();
+    assert!(reason.contains("session was closed"), "{reason}");
     assert_eq!(client.recv_line().await, None);
     assert_eq!(client.exit_code().await, Some(0));
 }

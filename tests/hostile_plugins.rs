@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{RawClient, plugin, tool_text, write_config};
+use common::{RawClient, plugin, startup_failure, tool_text, write_config};
 use serde_json::json;
 
 fn hostile(dir: &tempfile::TempDir, mode: &str, on_error: &str) -> RawClient {
@@ -61,25 +61,11 @@ async fn a_plugin_that_fails_to_start_is_refused_with_its_reason() {
         ("fail-init", "hostile: refusing to start"),
         ("slow-init", "time budget exceeded"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
         let toml = format!(
             "[[plugins]]\npath = {:?}\ntimeout_ms = 50\n[plugins.config]\nmode = {mode:?}\n",
             plugin("hostile").display().to_string()
         );
-        let config = write_config(dir.path(), &toml);
-        let output = tokio::process::Command::new(common::membrane())
-            .args([
-                "forward",
-                "--config",
-                config.to_str().unwrap(),
-                "--",
-                "true",
-            ])
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(output.status.code(), Some(1), "{mode}");
-        let log = String::from_utf8_lossy(&output.stderr);
+        let log = startup_failure(&toml).await;
         assert!(log.contains(expected), "{mode}: {log}");
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{RawClient, plugin, tool_text, write_config};
+use common::{RawClient, plugin, startup_failure, tool_text, write_config};
 use serde_json::json;
 
 /// membrane with the `rules` plugin configured by `rules` (TOML array-of-tables body).
@@ -263,25 +263,6 @@ async fn a_plugin_given_on_the_command_line_is_loaded() {
         .call_tool(1, "echo", json!({"message": "no rules, no change"}))
         .await;
     assert_eq!(tool_text(&answer), "no rules, no change");
-}
-
-async fn startup_failure(toml: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), toml);
-    let output = tokio::process::Command::new(common::membrane())
-        .args([
-            "forward",
-            "--config",
-            config.to_str().unwrap(),
-            "--",
-            "true",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    assert!(output.stdout.is_empty(), "nothing but MCP on stdout");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[tokio::test]

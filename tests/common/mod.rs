@@ -98,6 +98,27 @@ pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     path
 }
 
+/// Starts membrane with `toml` as its config, expects it to refuse to start (exit 1, nothing on
+/// stdout) and returns its log.
+pub async fn startup_failure(toml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), toml);
+    let output = Command::new(membrane())
+        .args([
+            "forward",
+            "--config",
+            config.to_str().unwrap(),
+            "--",
+            "true",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "membrane refused to start");
+    assert!(output.stdout.is_empty(), "nothing but MCP on stdout");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// `membrane forward ARGS -- SERVER...` with piped stdio, speaking raw JSON lines.
 pub struct RawClient {
     pub child: Child,
