@@ -1,7 +1,8 @@
 //! Deliberately broken plugins (`plugins/hostile`) never take membrane down: an endless loop
-//! runs out of its time budget, unbounded allocation hits the memory cap, a panic traps, and a
-//! malformed answer is refused. Each failure is settled by the plugin's failure policy, the
-//! broken instance is replaced, and other traffic goes on.
+//! and an hour-long wait on a WASI timer both run out of their time budget, unbounded
+//! allocation hits the memory cap, a panic traps, and a malformed answer is refused. Each
+//! failure is settled by the plugin's failure policy, the broken instance is replaced, and
+//! other traffic goes on.
 
 mod common;
 
@@ -19,7 +20,7 @@ fn hostile(dir: &tempfile::TempDir, mode: &str, on_error: &str) -> RawClient {
 
 #[tokio::test]
 async fn each_failure_is_blocked_and_traffic_goes_on() {
-    for mode in ["loop", "alloc", "trap", "garbage"] {
+    for mode in ["loop", "sleep", "alloc", "trap", "garbage"] {
         let dir = tempfile::tempdir().unwrap();
         let mut client = hostile(&dir, mode, "block");
         client.initialize().await;

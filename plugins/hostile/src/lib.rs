@@ -5,12 +5,13 @@
 //! Configuration (unknown fields are refused):
 //!
 //! ```toml
-//! mode = "loop"            # required: loop | trap | alloc | garbage | slow-init | fail-init
+//! mode = "loop"            # required: loop | sleep | trap | alloc | garbage | slow-init | fail-init
 //! methods = ["tools/call"] # optional method globs to be called for (client-to-server requests)
 //! tool = "x"               # optional: misbehave only when `params.name` is this, else continue
 //! ```
 //!
-//! On a matching message, `loop` spins forever, `trap` panics (a trap), `alloc` allocates and
+//! On a matching message, `loop` spins forever, `sleep` waits an hour on a WASI timer (a host
+//! call, where epoch interruption cannot reach it), `trap` panics (a trap), `alloc` allocates and
 //! fills 1 MiB blocks until memory runs out, and `garbage` answers `modify` with text that is
 //! not JSON. `fail-init` makes `init` fail; `slow-init` makes `init` spin forever.
 
@@ -22,6 +23,7 @@ use serde_json::Value;
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     Loop,
+    Sleep,
     Trap,
     Alloc,
     Garbage,
@@ -126,6 +128,10 @@ mod plugin {
             );
             match config.mode {
                 Mode::Loop => crate::spin(),
+                Mode::Sleep => {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                    Action::Continue
+                }
                 Mode::Trap => panic!("hostile: trapping on purpose"),
                 Mode::Alloc => crate::hog(),
                 Mode::Garbage => Action::Modify("this is not json".to_owned()),
