@@ -105,6 +105,23 @@ impl PauseController {
         }
     }
 
+    /// Blocks every message a session still holds (the session is ending); returns how many.
+    pub fn release_session(&self, session_id: &SessionId) -> usize {
+        let mut held = self.held();
+        let ids: Vec<u64> = held
+            .iter()
+            .filter(|(_, h)| &h.paused.session_id == session_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Some(h) = held.remove(id) {
+                let reason = "the session ended while the message was held".to_owned();
+                let _ = h.release.send(Resolution::Block { reason });
+            }
+        }
+        ids.len()
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Held>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -153,6 +170,19 @@ mod tests {
             !controller.release(id, Resolution::Resume),
             "released once only"
         );
+    }
+
+    #[tokio::test]
+    async fn an_ending_session_blocks_what_it_holds() {
+        let controller = Arc::new(PauseController::new(PauseTimeoutPolicy::Continue));
+        let holder = {
+            let controller = controller.clone();
+            tokio::spawn(async move { controller.hold(&ctx(), Duration::from_secs(30)).await })
+        };
+        held_id(&controller).await;
+        assert_eq!(controller.release_session(&SessionId::from("other")), 0);
+        assert_eq!(controller.release_session(&SessionId::from("s")), 1);
+        assert!(matches!(holder.await.unwrap(), Resolution::Block { .. }));
     }
 
     #[tokio::test]

@@ -16,7 +16,8 @@ use crate::protocol::{Direction, ErrorCode, error_response};
 use crate::session::SessionError;
 use crate::transport::{Closed, Connection, Inbound};
 
-/// How long a side gets to finish on its own before it is forced.
+/// How long each step of ending a session (a side finishing on its own, a server exiting) may
+/// take before it is forced.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// How a session ended.
@@ -116,6 +117,7 @@ impl Pipeline {
             let error = error_response(Some(&request.id), ErrorCode::UpstreamUnavailable, &reason);
             client.outbox.send(error).await;
         }
+        self.pauses.release_session(&session.id);
         client.closer.close(SHUTDOWN_GRACE).await;
         self.sessions.remove(&session.id).await?;
         tracing::info!(session = %session.id, upstream = %upstream_closed.description, "session ended");

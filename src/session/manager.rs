@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     MemoryStore, PendingRequest, Session, SessionId, SessionStatus, SessionStore, StoreError,
 };
-use crate::protocol::Direction;
+use crate::protocol::{Direction, id_key};
 use crate::transport::TransportType;
 
 #[derive(Debug, Clone)]
@@ -168,7 +168,7 @@ impl SessionManager {
         }
     }
 
-    /// Remembers a request so its answer can be matched to it.
+    /// Remembers a request so its answer can be matched to it (by [`id_key`]).
     pub async fn record_request(
         &self,
         id: &SessionId,
@@ -181,29 +181,32 @@ impl SessionManager {
             method: method.to_owned(),
             sent_at: SystemTime::now(),
         });
+        let key = id_key(request_id).into_owned();
         self.update(id, |session| {
             if let Some(request) = pending.take() {
                 let pending = session.pending_requests.travelling_mut(direction);
-                pending.insert(request.id.clone(), request);
+                pending.insert(key.clone(), request);
             }
         })
         .await?;
         Ok(())
     }
 
-    /// Takes the pending request that travelled `direction` with this id, if any.
+    /// Takes the pending request that travelled `direction` with this id (in any spelling of
+    /// it), if any.
     pub async fn resolve_request(
         &self,
         id: &SessionId,
         direction: Direction,
         request_id: &str,
     ) -> Result<Option<PendingRequest>, SessionError> {
+        let key = id_key(request_id);
         let mut found = None;
         self.update(id, |session| {
             found = session
                 .pending_requests
                 .travelling_mut(direction)
-                .remove(request_id)
+                .remove(key.as_ref())
         })
         .await?;
         Ok(found)

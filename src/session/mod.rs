@@ -58,13 +58,14 @@ pub enum SessionStatus {
 /// A request that went one way and awaits its answer from the other side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingRequest {
-    /// The JSON-RPC id as JSON text.
+    /// The JSON-RPC id as JSON text, as the requester wrote it.
     pub id: String,
     pub method: String,
     pub sent_at: SystemTime,
 }
 
-/// Requests awaiting answers, by the way they travelled, each keyed by its id.
+/// Requests awaiting answers, by the way they travelled, each keyed by the
+/// [`id_key`](crate::protocol::id_key) of its id.
 #[derive(Debug, Clone, Default)]
 pub struct PendingRequests {
     client_to_server: HashMap<String, PendingRequest>,
