@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -143,11 +144,17 @@ impl WasmInterceptor {
     }
 
     /// Bounds a call in wall-clock time too: epochs only interrupt Wasm code, and a plugin could
-    /// otherwise wait in a host call (a WASI poll, say) for as long as it likes.
+    /// otherwise wait in a host call (a WASI poll, say) for as long as it likes. Most calls
+    /// finish on their first poll; only one that waits (or yields at an epoch tick) pays for a
+    /// timer.
     async fn within_budget<T>(
         &self,
         call: impl Future<Output = wasmtime::Result<T>>,
     ) -> wasmtime::Result<T> {
+        let mut call = std::pin::pin!(call);
+        if let Poll::Ready(result) = futures::poll!(call.as_mut()) {
+            return result;
+        }
         tokio::time::timeout(self.limits.call_timeout + EPOCH_TICK, call)
             .await
             .unwrap_or_else(|_| Err(wasmtime::Error::msg("time budget exceeded")))
