@@ -10,5 +10,13 @@ export MEMBRANE_PEERS_DIR="${MEMBRANE_PEERS_DIR:-$PWD/target/peers}"
 bash tests/peers/setup.sh "$MEMBRANE_PEERS_DIR"
 
 cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir plugins/target
-cargo test --manifest-path plugins/Cargo.toml --target-dir plugins/target
-cargo test --release
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+{
+  cargo test --manifest-path plugins/Cargo.toml --target-dir plugins/target
+  cargo test --release
+} 2>&1 | tee "$log"
+# One closing line for the whole suite (cargo ends with the doc-test runner's own count). The
+# servers under test share stderr with the harness, so counts are found wherever they stand.
+grep -oE '[0-9]+ passed; [0-9]+ failed' "$log" |
+  awk '{ passed += $1; failed += $3 } END { printf "%d passed, %d failed\n", passed, failed }'
