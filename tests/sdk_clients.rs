@@ -1,6 +1,7 @@
-//! Real SDK clients through `membrane forward`: the Rust SDK (rmcp) and the Python SDK (`mcp`
-//! from PyPI), against the rmcp SDK server and the reference server
-//! `@modelcontextprotocol/server-everything` (npm), with and without the tool-guard plugin.
+//! Real SDK clients through `membrane forward`: the Rust SDK (rmcp), the Python SDK (`mcp` from
+//! PyPI) and the TypeScript SDK (`@modelcontextprotocol/sdk` from npm), against the rmcp SDK
+//! server and the reference server `@modelcontextprotocol/server-everything` (npm), with and
+//! without the tool-guard plugin.
 
 mod common;
 
@@ -158,5 +159,40 @@ async fn python_sdk_client_through_membrane() {
         "{seen}"
     );
     assert_eq!(seen["echo"], "hello from python");
+    assert_eq!(seen["blocked"]["code"], -32001, "{seen}");
+}
+
+#[tokio::test]
+async fn typescript_sdk_client_through_membrane() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = guard_config(&dir, &["delete_*"]);
+    let script = common::repo().join("tests/peers/ts_client.mjs");
+    let output = tokio::time::timeout(
+        common::WAIT,
+        tokio::process::Command::new("node")
+            .arg(script)
+            .arg(peers())
+            .arg("--")
+            .args([common::membrane(), "forward", "--config", &config, "--"])
+            .arg(rmcp_server())
+            .output(),
+    )
+    .await
+    .expect("typescript client finished in time")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "typescript client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["server_name"], "rmcp-peer");
+    let tools = seen["tools"].as_array().unwrap();
+    assert!(
+        tools.contains(&json!("echo")) && !tools.contains(&json!("delete_file")),
+        "{seen}"
+    );
+    assert_eq!(seen["echo"]["text"], "hello from typescript");
     assert_eq!(seen["blocked"]["code"], -32001, "{seen}");
 }

@@ -1,0 +1,37 @@
+// An MCP client on the official TypeScript SDK (@modelcontextprotocol/sdk, installed by
+// setup.sh). Usage: node ts_client.mjs PEERS_DIR -- CMD ARGS...
+// It connects over stdio to CMD (membrane, in the tests), lists the tools, calls `echo` and
+// `delete_file`, and prints one JSON object with what it saw.
+import { pathToFileURL } from "node:url";
+import { join } from "node:path";
+
+const [peers, separator, command, ...args] = process.argv.slice(2);
+if (separator !== "--" || !command) {
+  console.error("usage: node ts_client.mjs PEERS_DIR -- CMD ARGS...");
+  process.exit(2);
+}
+const sdk = (path) =>
+  import(pathToFileURL(join(peers, "npm/node_modules/@modelcontextprotocol/sdk/dist/esm", path)).href);
+const { Client } = await sdk("client/index.js");
+const { StdioClientTransport } = await sdk("client/stdio.js");
+
+const client = new Client({ name: "membrane-tests-ts", version: "0" });
+await client.connect(new StdioClientTransport({ command, args, stderr: "inherit" }));
+
+const outcome = async (name, args) => {
+  try {
+    const result = await client.callTool({ name, arguments: args });
+    return { text: result.content?.[0]?.text ?? null, is_error: result.isError ?? false };
+  } catch (error) {
+    return { code: error.code ?? null, message: error.message };
+  }
+};
+
+const seen = {
+  server_name: client.getServerVersion()?.name,
+  tools: (await client.listTools()).tools.map((tool) => tool.name),
+  echo: await outcome("echo", { message: "hello from typescript" }),
+  blocked: await outcome("delete_file", { path: "/tmp/x" }),
+};
+await client.close();
+console.log(JSON.stringify(seen));
