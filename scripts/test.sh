@@ -12,11 +12,18 @@ bash tests/peers/setup.sh "$MEMBRANE_PEERS_DIR"
 cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir plugins/target
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+set +e
 {
-  cargo test --manifest-path plugins/Cargo.toml --target-dir plugins/target
-  cargo test --release
+  cargo test --no-fail-fast --manifest-path plugins/Cargo.toml --target-dir plugins/target
+  plugins=$?
+  cargo test --no-fail-fast --release
+  membrane=$?
+  exit $((plugins || membrane))
 } 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
 # One closing line for the whole suite (cargo ends with the doc-test runner's own count). The
 # servers under test share stderr with the harness, so counts are found wherever they stand.
-grep -oE '[0-9]+ passed; [0-9]+ failed' "$log" |
+{ grep -oE '[0-9]+ passed; [0-9]+ failed' "$log" || true; } |
   awk '{ passed += $1; failed += $3 } END { printf "%d passed, %d failed\n", passed, failed }'
+exit "$status"

@@ -290,3 +290,53 @@ async fn bad_plugins_and_configs_are_refused_at_startup() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn held_calls_are_answered_once_when_the_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = with_rules(
+        &dir,
+        "",
+        r#"[[plugins.config.rules]]
+method = "tools/call"
+tool = "echo"
+action = "delay"
+delay_ms = 60000
+then = "continue"
+
+[[plugins.config.rules]]
+method = "tools/call"
+tool = "add"
+action = "pause"
+timeout_ms = 60000
+"#,
+    );
+    client.initialize().await;
+    for (id, tool, arguments) in [
+        (1, "echo", json!({"message": "delayed"})),
+        (2, "add", json!({"a": 1, "b": 2})),
+    ] {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments}});
+        client.send(&call).await;
+    }
+    // Once a later request is answered, both calls are surely held.
+    client.request(3, "tools/list", json!({})).await;
+    let pid = client.child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await;
+    assert!(killed.unwrap().success());
+
+    let mut answered = Vec::new();
+    while let Some(line) = client.recv_line().await {
+        let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let reason = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(reason.contains("session ended"), "{answer}");
+        answered.push(answer["id"].as_i64().unwrap());
+    }
+    answered.sort();
+    assert_eq!(answered, [1, 2], "each held call is answered, once");
+    assert_eq!(client.exit_code().await, Some(0));
+}

@@ -11,6 +11,10 @@ pub use message::{Message, MessageError, MessageKind};
 /// The `initialize` method, whose request and result carry the protocol version.
 pub const INITIALIZE: &str = "initialize";
 
+/// The notification that cancels a request (`params.requestId`); a cancelled request is never
+/// answered.
+pub const CANCELLED: &str = "notifications/cancelled";
+
 /// The form of a JSON-RPC id (given as JSON text) under which a request and its answer meet:
 /// ids that are equal as JSON values have the same key, however they are written (`1` and
 /// `1.0`, `"é"` and `"\u00e9"`). Plain integers and strings without escapes are their own key.

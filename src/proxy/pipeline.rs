@@ -8,10 +8,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::interceptor::{
     ChainOutcome, InterceptAction, InterceptContext, InterceptorChain, PauseController, Resolution,
 };
-use crate::protocol::{Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response};
+use crate::protocol::{
+    CANCELLED, Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response,
+};
 use crate::session::{Session, SessionId, SessionManager, SessionStatus};
 use crate::transport::{Frame, Outbox, TransportType};
 
@@ -30,6 +35,10 @@ pub struct SessionContext {
     upstream_transport: TransportType,
     protocol_version: Mutex<Option<Arc<str>>>,
     frames: AtomicU64,
+    /// Messages held by a pause or a delay, each on a task of its own.
+    pub(super) held: TaskTracker,
+    /// Fires when the session starts to end: held messages are then blocked, not delivered.
+    pub(super) ending: CancellationToken,
 }
 
 impl SessionContext {
@@ -40,6 +49,8 @@ impl SessionContext {
             upstream_transport: session.upstream_transport,
             protocol_version: Mutex::new(session.protocol_version.as_deref().map(Arc::from)),
             frames: AtomicU64::new(0),
+            held: TaskTracker::new(),
+            ending: CancellationToken::new(),
         }
     }
 
@@ -119,17 +130,28 @@ impl Pipeline {
         match outcome.action {
             InterceptAction::Pause { .. } | InterceptAction::Delay { .. } => {
                 // Held messages wait on their own task; the lane moves on.
-                let pipeline = self.clone();
-                let lane = lane.clone();
-                tokio::spawn(async move { pipeline.conclude(&lane, ctx, outcome).await });
+                let (pipeline, session, lane) = (self.clone(), session.clone(), lane.clone());
+                session
+                    .held
+                    .clone()
+                    .spawn(async move { pipeline.conclude(&session, &lane, ctx, outcome).await });
             }
-            _ => self.conclude(lane, ctx, outcome).await,
+            _ => self.conclude(session, lane, ctx, outcome).await,
         }
     }
 
     /// Carries a chain outcome through to delivery, waiting out pauses and delays and resuming
     /// the chain after them.
-    async fn conclude(&self, lane: &Lane, mut ctx: InterceptContext, mut outcome: ChainOutcome) {
+    async fn conclude(
+        &self,
+        session: &SessionContext,
+        lane: &Lane,
+        mut ctx: InterceptContext,
+        mut outcome: ChainOutcome,
+    ) {
+        let ended = || InterceptAction::Block {
+            reason: "the session ended while the message was held".into(),
+        };
         loop {
             let resume_at = outcome.resume_at;
             let stopped = match outcome.action {
@@ -155,8 +177,11 @@ impl Pipeline {
                     ),
                 },
                 InterceptAction::Delay { duration, then } => {
-                    tokio::time::sleep(duration).await;
-                    self.chain.settle(&mut ctx, *then, resume_at - 1)
+                    let then = tokio::select! {
+                        _ = tokio::time::sleep(duration) => *then,
+                        _ = session.ending.cancelled() => ended(),
+                    };
+                    self.chain.settle(&mut ctx, then, resume_at - 1)
                 }
             };
             outcome = match stopped {
@@ -210,8 +235,9 @@ impl Pipeline {
         }
     }
 
-    /// Correlates requests and answers, and follows the protocol version through `initialize`.
-    /// Returns, for an answer, the method of the request it answers.
+    /// Correlates requests and answers (and cancellations), follows the protocol version
+    /// through `initialize`, and marks the session active. Returns, for an answer, the method of
+    /// the request it answers.
     async fn track(
         &self,
         session: &SessionContext,
@@ -219,6 +245,14 @@ impl Pipeline {
         message: &Message,
         kind: MessageKind,
     ) -> Option<String> {
+        if kind == MessageKind::Notification {
+            if message.method() == Some(CANCELLED) {
+                self.forget_cancelled(session, direction, message).await;
+            }
+            // Requests and answers touch the session as they are tracked; this does for the rest.
+            let _ = self.sessions.update(&session.id, |_| {}).await;
+            return None;
+        }
         let id = message.id()?;
         match kind {
             MessageKind::Request => {
@@ -255,6 +289,26 @@ impl Pipeline {
                 Some(request.method)
             }
             _ => None,
+        }
+    }
+
+    /// A cancelled request will get no answer: stop waiting for one.
+    async fn forget_cancelled(
+        &self,
+        session: &SessionContext,
+        direction: Direction,
+        message: &Message,
+    ) {
+        let Ok(value) = message.to_value() else {
+            return;
+        };
+        let request_id = &value["params"]["requestId"];
+        if request_id.is_number() || request_id.is_string() {
+            let id = request_id.to_string();
+            let _ = self
+                .sessions
+                .resolve_request(&session.id, direction, &id)
+                .await;
         }
     }
 
@@ -381,7 +435,8 @@ impl Pipeline {
         let error = error_response(id.as_deref(), ErrorCode::InvalidRequest, &reason);
         if answered {
             lane.forward.send(error).await;
-        } else if lane.direction == Direction::ClientToServer || id.is_some() {
+        } else if request || lane.direction == Direction::ClientToServer && id.is_none() {
+            // An answer nobody waits for is dropped: its id belongs to the other side.
             lane.reply.send(error).await;
         }
     }
@@ -554,6 +609,19 @@ mod tests {
             assert!(h.server_in.try_recv().is_ok());
             assert!(h.client_in.try_recv().is_ok());
         }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_is_no_longer_awaited() {
+        let h = harness().await;
+        h.client_sends(r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#)
+            .await;
+        assert_eq!(h.stored().await.pending_requests.len(), 1);
+        h.client_sends(
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9}}"#,
+        )
+        .await;
+        assert!(h.stored().await.pending_requests.is_empty());
     }
 
     #[tokio::test]

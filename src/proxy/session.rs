@@ -82,6 +82,8 @@ impl Pipeline {
             _ = &mut from_upstream => Ending::UpstreamLeft,
             _ = closed.cancelled() => Ending::SessionClosed,
         };
+        // From here on, held messages are blocked rather than delivered.
+        context.ending.cancel();
         let upstream_closed = match ending {
             Ending::ClientLeft => {
                 // Closing the server's stdin asks it to exit; relay its last words meanwhile.
@@ -100,6 +102,10 @@ impl Pipeline {
                 closed
             }
         };
+        // Held messages settle (each request answered once) before what is pending is failed.
+        self.pauses.release_session(&session.id);
+        context.held.close();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, context.held.wait()).await;
 
         let unanswered = self
             .sessions
@@ -117,7 +123,6 @@ impl Pipeline {
             let error = error_response(Some(&request.id), ErrorCode::UpstreamUnavailable, &reason);
             client.outbox.send(error).await;
         }
-        self.pauses.release_session(&session.id);
         client.closer.close(SHUTDOWN_GRACE).await;
         self.sessions.remove(&session.id).await?;
         tracing::info!(session = %session.id, upstream = %upstream_closed.description, "session ended");

@@ -130,13 +130,18 @@ impl Writer {
         (Outbox(tx), Writer { finish, task })
     }
 
-    /// Delivers what is queued, then closes the sink.
-    pub(crate) async fn finish(self) {
+    /// Delivers what is queued, then closes the sink; gives up after `grace` (a peer that no
+    /// longer reads).
+    pub(crate) async fn finish(mut self, grace: Duration) {
         let _ = self.finish.send(());
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "peer stopped reading before the end"),
-            Err(e) => tracing::warn!(error = %e, "writer task failed"),
+        match tokio::time::timeout(grace, &mut self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::debug!(error = %e, "peer stopped reading before the end"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "writer task failed"),
+            Err(_) => {
+                tracing::warn!("peer stopped reading; undelivered messages dropped");
+                self.task.abort();
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::protocol::Message;
 /// The default maximum message size: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
-/// How much of an oversized line is kept to recover its JSON-RPC id.
+/// How much of each end of an oversized line is kept to recover its JSON-RPC id.
 const ID_PROBE_LEN: usize = 512;
 
 #[derive(Debug)]
@@ -23,11 +23,44 @@ pub struct NewlineCodec {
     discarding: Option<Discard>,
 }
 
+/// An oversized line being skipped: what its head told, and its last bytes so far.
 #[derive(Debug)]
 struct Discard {
     len: usize,
     id: Option<String>,
     request: bool,
+    tail: Vec<u8>,
+}
+
+impl Discard {
+    fn new(head: &[u8]) -> Self {
+        let (id, request) = probe(&head[..head.len().min(ID_PROBE_LEN)]);
+        Self {
+            len: 0,
+            id,
+            request,
+            tail: Vec::with_capacity(ID_PROBE_LEN),
+        }
+    }
+
+    /// Counts skipped bytes, keeping the last few.
+    fn skip(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        let keep = bytes.len().min(ID_PROBE_LEN);
+        let overflow = (self.tail.len() + keep).saturating_sub(ID_PROBE_LEN);
+        self.tail.drain(..overflow);
+        self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
+    }
+
+    /// The frame for the whole line. Libraries that write the id last (as the TypeScript SDK
+    /// does) leave it in the tail.
+    fn into_frame(self) -> Frame {
+        Frame::Oversized {
+            len: self.len,
+            id: self.id.or_else(|| tail_id(&self.tail)),
+            request: self.request,
+        }
+    }
 }
 
 impl NewlineCodec {
@@ -50,15 +83,14 @@ impl Decoder for NewlineCodec {
             if let Some(discard) = &mut self.discarding {
                 match newline {
                     Some(end) => {
+                        discard.skip(&buf[..end]);
                         buf.advance(end + 1);
                         self.scanned = 0;
-                        let Discard { len, id, request } =
-                            self.discarding.take().expect("discarding");
-                        let len = len + end;
-                        return Ok(Some(Frame::Oversized { len, id, request }));
+                        let discard = self.discarding.take().expect("discarding");
+                        return Ok(Some(discard.into_frame()));
                     }
                     None => {
-                        discard.len += buf.len();
+                        discard.skip(buf);
                         buf.clear();
                         self.scanned = 0;
                         return Ok(None);
@@ -102,10 +134,7 @@ impl Decoder for NewlineCodec {
         }
         if self.discarding.is_some() || buf.trim_ascii().is_empty() {
             buf.clear();
-            return Ok(self
-                .discarding
-                .take()
-                .map(|Discard { len, id, request }| Frame::Oversized { len, id, request }));
+            return Ok(self.discarding.take().map(Discard::into_frame));
         }
         // The remainder is within the limit (`decode` would have started discarding it).
         buf.extend_from_slice(b"\n");
@@ -114,14 +143,11 @@ impl Decoder for NewlineCodec {
 }
 
 impl NewlineCodec {
-    /// Begins skipping an oversized line, remembering its id; drops the first `upto` bytes.
+    /// Begins skipping an oversized line, probing its head; drops the first `upto` bytes.
     fn start_discarding(&mut self, buf: &mut BytesMut, upto: usize) {
-        let (id, request) = probe(&buf[..upto.min(ID_PROBE_LEN)]);
-        self.discarding = Some(Discard {
-            len: upto,
-            id,
-            request,
-        });
+        let mut discard = Discard::new(&buf[..upto]);
+        discard.skip(&buf[..upto]);
+        self.discarding = Some(discard);
         // Leave the newline (if any) in place so the discard branch ends the line.
         buf.advance(upto);
         self.scanned = 0;
@@ -165,15 +191,45 @@ fn probe(prefix: &[u8]) -> (Option<String>, bool) {
     (id, has_method)
 }
 
-/// A JSON-RPC id (number or string) at the start of `bytes`, as JSON text.
-fn probe_value(bytes: &[u8]) -> Option<String> {
-    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
-    match values.next()? {
-        Ok(id @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) => {
-            Some(id.to_string())
+/// The top-level id of a message whose text ends with `"id": VALUE }`.
+fn tail_id(tail: &[u8]) -> Option<String> {
+    let text = tail.trim_ascii_end().strip_suffix(b"}")?.trim_ascii_end();
+    let value_start = if text.ends_with(b"\"") {
+        // Back to the opening quote: the nearest quote not escaped by a backslash.
+        let mut at = text.len() - 1;
+        loop {
+            at = text[..at].iter().rposition(|&b| b == b'"')?;
+            let escapes = text[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+            if escapes % 2 == 0 {
+                break at;
+            }
         }
+    } else {
+        text.iter()
+            .rposition(|b| !(b.is_ascii_digit() || b"+-.eE".contains(b)))?
+            + 1
+    };
+    let (before, value) = text.split_at(value_start);
+    let before = before.trim_ascii_end().strip_suffix(b":")?.trim_ascii_end();
+    let before = before.strip_suffix(b"\"id\"")?.trim_ascii_end();
+    if !(before.ends_with(b",") || before.ends_with(b"{")) {
+        return None; // not a member of its own: "id" was inside a string
+    }
+    match serde_json::from_slice::<serde_json::Value>(value).ok()? {
+        id @ (serde_json::Value::Number(_) | serde_json::Value::String(_)) => Some(id.to_string()),
         _ => None,
     }
+}
+
+/// A JSON-RPC id (number or string) at the start of `bytes`, as JSON text. It must end before
+/// `bytes` does: a number running up to the end may have been cut short.
+fn probe_value(bytes: &[u8]) -> Option<String> {
+    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
+    let id = match values.next()? {
+        Ok(id @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) => id,
+        _ => return None,
+    };
+    (values.byte_offset() < bytes.len()).then(|| id.to_string())
 }
 
 #[cfg(test)]
@@ -245,6 +301,35 @@ mod tests {
             probe(br#"{"params":{"id":1},"text":"an \"id\": 3"#),
             (None, false)
         );
+    }
+
+    #[test]
+    fn an_id_written_last_is_found_in_the_tail() {
+        let mut codec = NewlineCodec::new(64);
+        let line = format!(
+            "{{\"result\":{{\"text\":\"{}\",\"id\":1}},\"jsonrpc\":\"2.0\",\"id\":\"t-7\"}}\n",
+            "z".repeat(2000)
+        );
+        match &decode_all(&mut codec, line.as_bytes())[..] {
+            [Frame::Oversized { id, request, .. }] => {
+                assert_eq!(id.as_deref(), Some("\"t-7\""));
+                assert!(!request);
+            }
+            other => panic!("expected one oversized frame, got {other:?}"),
+        }
+        assert_eq!(tail_id(br#"..."a":1, "id" : 42 } "#).as_deref(), Some("42"));
+        assert_eq!(
+            tail_id(br#"{"x":{"id":5}}"#),
+            None,
+            "a nested id is not the message's"
+        );
+        assert_eq!(tail_id(br#""text":"say \"id\": 3}"#), None);
+    }
+
+    #[test]
+    fn a_number_cut_at_the_probe_limit_is_not_taken_for_an_id() {
+        assert_eq!(probe(br#"{"id":12"#), (None, false));
+        assert_eq!(probe(br#"{"id":12,"#), (Some("12".into()), false));
     }
 
     #[test]

@@ -106,8 +106,8 @@ struct StdioCloser {
 
 #[async_trait]
 impl ConnectionCloser for StdioCloser {
-    async fn close(self: Box<Self>, _grace: std::time::Duration) -> Closed {
-        self.writer.finish().await;
+    async fn close(self: Box<Self>, grace: std::time::Duration) -> Closed {
+        self.writer.finish(grace).await;
         Closed {
             exit_code: None,
             description: "client connection closed".into(),

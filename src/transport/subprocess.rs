@@ -94,7 +94,7 @@ impl ConnectionCloser for ChildCloser {
     async fn close(self: Box<Self>, grace: Duration) -> Closed {
         let ChildCloser { mut child, writer } = *self;
         // Delivering what is queued and then dropping stdin is how MCP asks a server to exit.
-        let _ = tokio::time::timeout(grace, writer.finish()).await;
+        writer.finish(grace).await;
         let group = child.id();
         let status = match tokio::time::timeout(grace, child.wait()).await {
             Ok(status) => status,
