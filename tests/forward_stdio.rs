@@ -171,12 +171,7 @@ async fn sigterm_ends_the_session_in_order() {
         .call_tool(5, "echo", json!({"message": "before"}))
         .await;
     assert_eq!(tool_text(&answer), "before");
-    let pid = client.child.id().unwrap().to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await;
-    assert!(killed.unwrap().success());
+    client.terminate().await;
     let answer = client.answer_to(4).await;
     assert_eq!(answer["error"]["code"], -32002, "{answer}");
     let reason = answer["error"]["message"].as_str().unwrap();

@@ -5,6 +5,9 @@
 
 mod common;
 
+use std::ffi::OsStr;
+use std::path::Path;
+
 use common::{peers, plugin, rmcp_server, server_everything, write_config};
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RunningService, ServiceError};
@@ -126,29 +129,27 @@ async fn rmcp_client_and_the_reference_server_with_a_guard() {
     client.cancel().await.unwrap();
 }
 
-#[tokio::test]
-async fn python_sdk_client_through_membrane() {
+/// Runs a client script whose last arguments are the server command (membrane with the guard,
+/// in front of the rmcp server), and returns the JSON object it prints.
+async fn scripted_client(program: &Path, script_args: &[&OsStr]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let config = guard_config(&dir, &["delete_*"]);
-    let python = peers().join("venv/bin/python");
-    let script = common::repo().join("tests/peers/python_client.py");
     let output = tokio::time::timeout(
         common::WAIT,
-        tokio::process::Command::new(python)
-            .arg(script)
-            .arg("list-and-call")
+        tokio::process::Command::new(program)
+            .args(script_args)
             .arg("--")
             .args([common::membrane(), "forward", "--config", &config, "--"])
             .arg(rmcp_server())
             .output(),
     )
     .await
-    .expect("python client finished in time")
+    .expect("the client finished in time")
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "python client failed: {stdout}\n{}",
+        "the client failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -156,43 +157,27 @@ async fn python_sdk_client_through_membrane() {
     let tools = seen["tools"].as_array().unwrap();
     assert!(
         tools.contains(&json!("echo")) && !tools.contains(&json!("delete_file")),
-        "{seen}"
+        "the guard hides delete_file: {seen}"
     );
-    assert_eq!(seen["echo"], "hello from python");
     assert_eq!(seen["blocked"]["code"], -32001, "{seen}");
+    seen
+}
+
+#[tokio::test]
+async fn python_sdk_client_through_membrane() {
+    let script = common::repo().join("tests/peers/python_client.py");
+    let seen = scripted_client(
+        &peers().join("venv/bin/python"),
+        &[script.as_os_str(), OsStr::new("list-and-call")],
+    )
+    .await;
+    assert_eq!(seen["echo"], "hello from python");
 }
 
 #[tokio::test]
 async fn typescript_sdk_client_through_membrane() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = guard_config(&dir, &["delete_*"]);
     let script = common::repo().join("tests/peers/ts_client.mjs");
-    let output = tokio::time::timeout(
-        common::WAIT,
-        tokio::process::Command::new("node")
-            .arg(script)
-            .arg(peers())
-            .arg("--")
-            .args([common::membrane(), "forward", "--config", &config, "--"])
-            .arg(rmcp_server())
-            .output(),
-    )
-    .await
-    .expect("typescript client finished in time")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "typescript client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(seen["server_name"], "rmcp-peer");
-    let tools = seen["tools"].as_array().unwrap();
-    assert!(
-        tools.contains(&json!("echo")) && !tools.contains(&json!("delete_file")),
-        "{seen}"
-    );
+    let peers = peers();
+    let seen = scripted_client(Path::new("node"), &[script.as_os_str(), peers.as_os_str()]).await;
     assert_eq!(seen["echo"]["text"], "hello from typescript");
-    assert_eq!(seen["blocked"]["code"], -32001, "{seen}");
 }

@@ -322,12 +322,7 @@ timeout_ms = 60000
     }
     // Once a later request is answered, both calls are surely held.
     client.request(3, "tools/list", json!({})).await;
-    let pid = client.child.id().unwrap().to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await;
-    assert!(killed.unwrap().success());
+    client.terminate().await;
 
     let mut answered = Vec::new();
     while let Some(line) = client.recv_line().await {

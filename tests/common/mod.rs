@@ -237,6 +237,13 @@ impl RawClient {
         answer["result"].clone()
     }
 
+    /// Sends SIGTERM to membrane, as a service manager stopping it would.
+    pub async fn terminate(&self) {
+        let pid = self.child.id().expect("membrane is running").to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().await;
+        assert!(status.unwrap().success(), "kill -TERM {pid}");
+    }
+
     /// Closes membrane's stdin, as a client does when it is done.
     pub fn close_stdin(&mut self) {
         self.stdin.take();
