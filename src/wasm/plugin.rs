@@ -276,19 +276,23 @@ fn wit_transport(transport: TransportType) -> wit::TransportType {
 }
 
 fn action_from(action: wit::Action, message: &Message) -> Result<InterceptAction, InterceptError> {
-    Ok(match action {
-        wit::Action::Pause(millis) => InterceptAction::Pause {
-            timeout: Duration::from_millis(millis),
-        },
-        wit::Action::Delay(delay) => InterceptAction::Delay {
-            duration: Duration::from_millis(delay.millis),
-            then: Box::new(verdict_from(delay.then, message)?),
-        },
-        wit::Action::Continue => InterceptAction::Continue,
-        wit::Action::Modify(json) => verdict_from(wit::Verdict::Modify(json), message)?,
-        wit::Action::Block(reason) => InterceptAction::Block { reason },
-        wit::Action::Mock(result) => verdict_from(wit::Verdict::Mock(result), message)?,
-    })
+    let verdict = match action {
+        wit::Action::Pause(millis) => {
+            let timeout = Duration::from_millis(millis);
+            return Ok(InterceptAction::Pause { timeout });
+        }
+        wit::Action::Delay(delay) => {
+            return Ok(InterceptAction::Delay {
+                duration: Duration::from_millis(delay.millis),
+                then: Box::new(verdict_from(delay.then, message)?),
+            });
+        }
+        wit::Action::Continue => wit::Verdict::Continue,
+        wit::Action::Modify(json) => wit::Verdict::Modify(json),
+        wit::Action::Block(reason) => wit::Verdict::Block(reason),
+        wit::Action::Mock(result) => wit::Verdict::Mock(result),
+    };
+    verdict_from(verdict, message)
 }
 
 fn verdict_from(
