@@ -99,7 +99,7 @@ fn main() {
         command
     };
     let mut peers = [
-        Peer::spawn("server alone (baseline)", &[server.clone()]),
+        Peer::spawn("server alone (baseline)", std::slice::from_ref(&server)),
         Peer::spawn("membrane, no plugins", &membrane(&[])),
         Peer::spawn(
             "membrane + tool-guard",
