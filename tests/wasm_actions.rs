@@ -9,14 +9,18 @@ use std::time::{Duration, Instant};
 use common::{RawClient, plugin, startup_failure, tool_text, write_config};
 use serde_json::json;
 
-/// membrane with the `rules` plugin configured by `rules` (TOML array-of-tables body).
-fn with_rules(dir: &tempfile::TempDir, extra: &str, rules: &str) -> RawClient {
+/// membrane with the `rules` plugin configured by `rules` (TOML array-of-tables body) and
+/// `extra` top-level settings, past the MCP handshake. The directory holds its config.
+async fn with_rules(extra: &str, rules: &str) -> (tempfile::TempDir, RawClient) {
+    let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "{extra}\n[[plugins]]\npath = {:?}\n{rules}",
         plugin("rules").display().to_string()
     );
     let config = write_config(dir.path(), &toml);
-    RawClient::rmcp(&["--config", config.to_str().unwrap()])
+    let mut client = RawClient::rmcp(&["--config", config.to_str().unwrap()]);
+    client.initialize().await;
+    (dir, client)
 }
 
 async fn tool_names(client: &mut RawClient, id: i64) -> Vec<String> {
@@ -31,9 +35,7 @@ async fn tool_names(client: &mut RawClient, id: i64) -> Vec<String> {
 
 #[tokio::test]
 async fn block_answers_the_caller_and_the_server_never_sees_the_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut client = with_rules(
-        &dir,
+    let (_config, mut client) = with_rules(
         "",
         r#"[[plugins.config.rules]]
 method = "tools/call"
@@ -41,8 +43,8 @@ tool = "add"
 action = "block"
 reason = "no arithmetic today"
 "#,
-    );
-    client.initialize().await;
+    )
+    .await;
     let answer = client.call_tool(1, "add", json!({"a": 1, "b": 2})).await;
     assert_eq!(answer["error"]["code"], -32001);
     assert_eq!(answer["error"]["message"], "no arithmetic today");
@@ -54,9 +56,7 @@ reason = "no arithmetic today"
 
 #[tokio::test]
 async fn mock_answers_without_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut client = with_rules(
-        &dir,
+    let (_config, mut client) = with_rules(
         "",
         r#"[[plugins.config.rules]]
 method = "tools/call"
@@ -64,8 +64,8 @@ tool = "echo"
 action = "mock"
 result = { content = [{ type = "text", text = "mocked!" }] }
 "#,
-    );
-    client.initialize().await;
+    )
+    .await;
     let answer = client
         .call_tool(1, "echo", json!({"message": "real"}))
         .await;
@@ -75,9 +75,7 @@ result = { content = [{ type = "text", text = "mocked!" }] }
 
 #[tokio::test]
 async fn modify_rewrites_a_request_on_its_way() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut client = with_rules(
-        &dir,
+    let (_config, mut client) = with_rules(
         "",
         r#"[[plugins.config.rules]]
 method = "tools/call"
@@ -85,8 +83,8 @@ tool = "echo"
 action = "modify"
 set = { "/params/arguments/message" = "rewritten by membrane" }
 "#,
-    );
-    client.initialize().await;
+    )
+    .await;
     let answer = client
         .call_tool(1, "echo", json!({"message": "original"}))
         .await;
@@ -95,9 +93,7 @@ set = { "/params/arguments/message" = "rewritten by membrane" }
 
 #[tokio::test]
 async fn modify_rewrites_a_response_on_its_way_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut client = with_rules(
-        &dir,
+    let (_config, mut client) = with_rules(
         "",
         r#"[[plugins.config.rules]]
 method = "tools/call"
@@ -106,8 +102,8 @@ kind = "response"
 action = "modify"
 set = { "/result/content/0/text" = "[redacted]" }
 "#,
-    );
-    client.initialize().await;
+    )
+    .await;
     let answer = client
         .call_tool(1, "echo", json!({"message": "secret"}))
         .await;
@@ -116,15 +112,14 @@ set = { "/result/content/0/text" = "[redacted]" }
 
 #[tokio::test]
 async fn pause_holds_a_call_until_its_timeout_and_the_policy_decides() {
-    let dir = tempfile::tempdir().unwrap();
     let rule = r#"[[plugins.config.rules]]
 method = "tools/call"
 tool = "echo"
 action = "pause"
 timeout_ms = 300
 "#;
-    let mut released = with_rules(&dir, "[pause]\non_timeout = \"continue\"", rule);
-    released.initialize().await;
+    let (_released_config, mut released) =
+        with_rules("[pause]\non_timeout = \"continue\"", rule).await;
     let started = Instant::now();
     let answer = released
         .call_tool(1, "echo", json!({"message": "approved"}))
@@ -135,9 +130,7 @@ timeout_ms = 300
         "it was held"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut refused = with_rules(&dir, "[pause]\non_timeout = \"block\"", rule);
-    refused.initialize().await;
+    let (_refused_config, mut refused) = with_rules("[pause]\non_timeout = \"block\"", rule).await;
     // While one call is held, other traffic goes on.
     refused
         .send(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"held"}}}))
@@ -150,9 +143,7 @@ timeout_ms = 300
 
 #[tokio::test]
 async fn delay_holds_a_call_then_applies_its_verdict() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut client = with_rules(
-        &dir,
+    let (_config, mut client) = with_rules(
         "",
         r#"[[plugins.config.rules]]
 method = "tools/call"
@@ -169,8 +160,8 @@ delay_ms = 50
 then = "block"
 reason = "slow no"
 "#,
-    );
-    client.initialize().await;
+    )
+    .await;
     let started = Instant::now();
     let answer = client
         .call_tool(1, "echo", json!({"message": "later"}))
@@ -293,9 +284,7 @@ async fn bad_plugins_and_configs_are_refused_at_startup() {
 
 #[tokio::test]
 async fn held_calls_are_answered_once_when_the_session_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut client = with_rules(
-        &dir,
+    let (_config, mut client) = with_rules(
         "",
         r#"[[plugins.config.rules]]
 method = "tools/call"
@@ -310,8 +299,8 @@ tool = "add"
 action = "pause"
 timeout_ms = 60000
 "#,
-    );
-    client.initialize().await;
+    )
+    .await;
     for (id, tool, arguments) in [
         (1, "echo", json!({"message": "delayed"})),
         (2, "add", json!({"a": 1, "b": 2})),

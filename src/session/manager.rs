@@ -176,16 +176,16 @@ impl SessionManager {
         request_id: &str,
         method: &str,
     ) -> Result<(), SessionError> {
-        let mut pending = Some(PendingRequest {
+        let request = PendingRequest {
             id: request_id.to_owned(),
             method: method.to_owned(),
             sent_at: SystemTime::now(),
-        });
-        let key = id_key(request_id).into_owned();
+        };
+        let mut entry = Some((id_key(request_id).into_owned(), request));
         self.update(id, |session| {
-            if let Some(request) = pending.take() {
+            if let Some((key, request)) = entry.take() {
                 let pending = session.pending_requests.travelling_mut(direction);
-                pending.insert(key.clone(), request);
+                pending.insert(key, request);
             }
         })
         .await?;
