@@ -18,7 +18,7 @@ use membrane::interceptor::{FailurePolicy, InterceptContext, Interceptor, Interc
 use membrane::protocol::{Direction, Message};
 use membrane::session::SessionId;
 use membrane::transport::TransportType;
-use membrane::wasm::{PluginEngine, PluginLimits, WasmInterceptor};
+use membrane::wasm::{EngineOptions, PluginEngine, PluginLimits, WasmInterceptor};
 use serde_json::json;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -33,21 +33,15 @@ async fn load(
     name: &str,
     config: serde_json::Value,
 ) -> WasmInterceptor {
-    WasmInterceptor::load(
-        engine,
-        name,
-        &common::plugin(name),
-        &config,
-        PluginLimits::default(),
-    )
-    .await
-    .unwrap()
+    common::load_plugin(engine, name, config, PluginLimits::default())
+        .await
+        .unwrap()
 }
 
 fn fast_path(c: &mut Criterion) {
     let rt = runtime();
     let chain = rt.block_on(async {
-        let engine = PluginEngine::new().unwrap();
+        let engine = PluginEngine::new(EngineOptions::default()).unwrap();
         let rules = json!({"rules": [{"method": "resources/*", "action": "block", "reason": "x"}]});
         InterceptorChain::new()
             .with(
@@ -117,7 +111,7 @@ fn native_guard(ctx: &InterceptContext, deny: &[wildmatch::WildMatch]) -> bool {
 fn wasm_call(c: &mut Criterion) {
     let rt = runtime();
     let guard = rt.block_on(async {
-        let engine = PluginEngine::new().unwrap();
+        let engine = PluginEngine::new(EngineOptions::default()).unwrap();
         load(&engine, "tool-guard", json!({"deny": ["delete_*"]})).await
     });
     let deny = vec![wildmatch::WildMatch::new("delete_*")];

@@ -1,8 +1,18 @@
-//! membrane's configuration file (TOML): limits, session settings, pause policy and the plugins
-//! of the interceptor chain, in order, each with its own configuration table.
+//! membrane's configuration file (TOML): limits, session settings, pause policy, the Wasm host
+//! and the plugins of the interceptor chain, in order, each with its limits, its granted
+//! capabilities and its own configuration table. [`ConfigSource`] is where a configuration
+//! comes from (file, command line, plugin directory), read again on every reload.
 //!
 //! ```toml
 //! max_message_size = 16777216
+//! plugin_dir = "policies"       # every *.wasm in it joins the chain, after [[plugins]];
+//!                               # settings for policies/x.wasm go in policies/x.toml
+//! watch = true                  # reload when this file or a plugin changes (SIGHUP too)
+//!
+//! [wasm]
+//! pool_size = 256               # plugin instance slots; 0 allocates on demand
+//! cache = true                  # keep compiled plugins on disk
+//! cache_dir = "/var/cache/membrane"   # default: ~/.cache/membrane/components
 //!
 //! [session]
 //! max_sessions = 1024
@@ -17,6 +27,9 @@
 //! on_error = "block"            # or "continue"
 //! timeout_ms = 100
 //! max_memory_mb = 64
+//! max_instances = 16
+//! fuel = 10000000               # optional: a budget that does not depend on the machine
+//! grants = ["log"]              # the default; also "session-kv" and "clock"
 //! [plugins.config]
 //! deny = ["delete_*"]
 //! ```
@@ -29,7 +42,7 @@ use serde::Deserialize;
 use crate::interceptor::{FailurePolicy, PauseTimeoutPolicy};
 use crate::session::SessionConfig;
 use crate::transport::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::wasm::PluginLimits;
+use crate::wasm::{Capability, ComponentCache, Grants, PluginLimits, PluginSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +56,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
+    #[error("cannot read plugin {path}: {source}")]
+    ReadPlugin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("two plugins are named '{0}': give one of them another `name`")]
+    DuplicateName(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,7 +75,15 @@ pub struct Config {
     #[serde(default)]
     pub pause: PauseSection,
     #[serde(default)]
+    pub wasm: WasmSection,
+    #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// A directory of plugins: each `*.wasm` in it (by file name) joins the chain after
+    /// `plugins`, configured by the `.toml` of the same name beside it, if any.
+    pub plugin_dir: Option<PathBuf>,
+    /// Reload when the config file or a plugin changes.
+    #[serde(default = "yes")]
+    pub watch: bool,
 }
 
 impl Default for Config {
@@ -64,8 +92,43 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             session: SessionSection::default(),
             pause: PauseSection::default(),
+            wasm: WasmSection::default(),
             plugins: Vec::new(),
+            plugin_dir: None,
+            watch: true,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmSection {
+    /// Plugin instance slots in the pooling allocator; 0 allocates instances on demand.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    #[serde(default = "yes")]
+    pub cache: bool,
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for WasmSection {
+    fn default() -> Self {
+        Self {
+            pool_size: default_pool_size(),
+            cache: true,
+            cache_dir: None,
+        }
+    }
+}
+
+impl WasmSection {
+    pub fn pool_size(&self) -> Option<u32> {
+        (self.pool_size > 0).then_some(self.pool_size)
+    }
+
+    pub fn cache(&self) -> Option<ComponentCache> {
+        let dir = self.cache_dir.clone().or_else(ComponentCache::default_dir);
+        dir.filter(|_| self.cache).map(ComponentCache::new)
     }
 }
 
@@ -94,6 +157,10 @@ pub struct PluginConfig {
     pub on_error: FailurePolicy,
     pub timeout_ms: Option<u64>,
     pub max_memory_mb: Option<usize>,
+    pub max_instances: Option<usize>,
+    pub fuel: Option<u64>,
+    /// Host capabilities the plugin may use; `["log"]` when unset.
+    pub grants: Option<Vec<Capability>>,
     /// Handed to the plugin's `init` as JSON.
     #[serde(default = "empty_table")]
     pub config: toml::Table,
@@ -114,7 +181,27 @@ impl Config {
         for plugin in &mut config.plugins {
             plugin.path = base.join(&plugin.path);
         }
+        config.plugin_dir = config.plugin_dir.map(|dir| base.join(dir));
+        config.wasm.cache_dir = config.wasm.cache_dir.map(|dir| base.join(dir));
         Ok(config)
+    }
+
+    /// Every plugin of the chain, in order: `plugins`, then those in `plugin_dir`. Reads the
+    /// plugin files (and the directory) as they are now.
+    pub fn plugin_configs(&self) -> Result<Vec<PluginConfig>, ConfigError> {
+        let mut plugins = self.plugins.clone();
+        if let Some(dir) = &self.plugin_dir {
+            plugins.extend(plugins_in(dir)?);
+        }
+        let mut names = std::collections::HashSet::new();
+        if let Some(twice) = plugins
+            .iter()
+            .map(PluginConfig::name)
+            .find(|name| !names.insert(name.clone()))
+        {
+            return Err(ConfigError::DuplicateName(twice));
+        }
+        Ok(plugins)
     }
 
     pub fn session_config(&self) -> SessionConfig {
@@ -135,7 +222,28 @@ impl PluginConfig {
             on_error: FailurePolicy::default(),
             timeout_ms: None,
             max_memory_mb: None,
+            max_instances: None,
+            fuel: None,
+            grants: None,
             config: empty_table(),
+        }
+    }
+
+    /// The plugin as the Wasm host loads it, with the component read from disk.
+    pub fn spec(&self) -> Result<PluginSpec, ConfigError> {
+        let (name, config) = (self.name(), self.config_json());
+        PluginSpec::read(&name, &self.path, &config, self.limits(), self.grants()).map_err(
+            |source| ConfigError::ReadPlugin {
+                path: self.path.clone(),
+                source,
+            },
+        )
+    }
+
+    pub fn grants(&self) -> Grants {
+        match &self.grants {
+            Some(grants) => grants.iter().copied().collect(),
+            None => Grants::from([Capability::Log]),
         }
     }
 
@@ -159,6 +267,8 @@ impl PluginConfig {
                 .max_memory_mb
                 .map(|mb| mb * 1024 * 1024)
                 .unwrap_or(defaults.max_memory),
+            fuel: self.fuel,
+            max_instances: self.max_instances.unwrap_or(defaults.max_instances),
         }
     }
 
@@ -166,6 +276,90 @@ impl PluginConfig {
     pub fn config_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).expect("a TOML table is representable as JSON")
     }
+}
+
+/// The `*.wasm` files in `dir` by file name, each with the settings in the `.toml` beside it.
+fn plugins_in(dir: &Path) -> Result<Vec<PluginConfig>, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut wasm_files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read_error)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+        .collect();
+    wasm_files.sort();
+    wasm_files
+        .into_iter()
+        .map(|path| {
+            let settings = path.with_extension("toml");
+            if !settings.exists() {
+                return Ok(PluginConfig::from_path(path));
+            }
+            let parse_error = |source| ConfigError::Parse {
+                path: settings.clone(),
+                source,
+            };
+            let text = std::fs::read_to_string(&settings).map_err(|source| ConfigError::Read {
+                path: settings.clone(),
+                source,
+            })?;
+            let mut table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+            table.insert("path".into(), path.to_string_lossy().into_owned().into());
+            table.try_into().map_err(parse_error)
+        })
+        .collect()
+}
+
+/// Where the configuration comes from; read again on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    /// Plugins given on the command line, after those of the file.
+    pub plugins: Vec<PathBuf>,
+    /// A plugin directory given on the command line, in place of the file's.
+    pub plugin_dir: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.file {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        config
+            .plugins
+            .extend(self.plugins.iter().cloned().map(PluginConfig::from_path));
+        if let Some(dir) = &self.plugin_dir {
+            config.plugin_dir = Some(dir.clone());
+        }
+        Ok(config)
+    }
+
+    /// The directories to watch for changes: the config file's, the plugin directory, and
+    /// those of the listed plugins (editors and deploy tools replace files by renaming, so
+    /// watching the directory is what sees it).
+    pub fn watched_dirs(&self, config: &Config) -> Vec<PathBuf> {
+        let parent = |path: &Path| match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let mut dirs: Vec<PathBuf> = self.file.iter().map(|file| parent(file)).collect();
+        dirs.extend(config.plugin_dir.clone());
+        dirs.extend(config.plugins.iter().map(|plugin| parent(&plugin.path)));
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_pool_size() -> u32 {
+    256
 }
 
 fn default_max_message_size() -> usize {

@@ -4,10 +4,12 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use membrane::config::{Config, PluginConfig};
+use membrane::app::App;
+use membrane::config::ConfigSource;
 use membrane::proxy::forward;
 use membrane::transport::{StdioIncoming, SubprocessOutgoing};
 use tracing_subscriber::EnvFilter;
@@ -32,6 +34,10 @@ enum Command {
         /// A plugin (.wasm component) appended to the chain with default settings; repeatable.
         #[arg(long = "plugin", value_name = "PATH.wasm")]
         plugins: Vec<PathBuf>,
+        /// A directory whose *.wasm plugins join the chain (each configured by the .toml
+        /// beside it); watched for changes like the config file.
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
         /// The server command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         server: Vec<String>,
@@ -65,21 +71,24 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Forward {
             config,
             plugins,
+            plugin_dir,
             server,
         } => {
-            let mut config = match config {
-                Some(path) => Config::load(&path)?,
-                None => Config::default(),
+            let source = ConfigSource {
+                file: config,
+                plugins,
+                plugin_dir,
             };
-            config
-                .plugins
-                .extend(plugins.into_iter().map(PluginConfig::from_path));
-            let pipeline = membrane::app::build_pipeline(&config).await?;
+            let app = Arc::new(App::start(source).await?);
+            app.spawn_reloader();
             let (program, args) = server.split_first().context("no server command given")?;
+            let max_message_size = app.config.max_message_size;
             let upstream =
-                SubprocessOutgoing::new(program.clone(), args.to_vec(), config.max_message_size);
-            let mut incoming = StdioIncoming::new(config.max_message_size);
-            Ok(forward::run(pipeline, &mut incoming, &upstream).await?)
+                SubprocessOutgoing::new(program.clone(), args.to_vec(), max_message_size);
+            let mut incoming = StdioIncoming::new(max_message_size);
+            let code = forward::run(app.pipeline.clone(), &mut incoming, &upstream).await?;
+            app.log_metrics().await;
+            Ok(code)
         }
     }
 }

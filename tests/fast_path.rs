@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use membrane::interceptor::{FailurePolicy, InterceptorChain};
 use membrane::protocol::{Direction, Message, MessageKind};
 use membrane::transport::{DEFAULT_MAX_MESSAGE_SIZE, Frame, NewlineCodec};
-use membrane::wasm::{PluginEngine, PluginLimits, WasmInterceptor};
+use membrane::wasm::{EngineOptions, PluginEngine, PluginLimits};
 use tokio_util::codec::Decoder;
 
 struct CountingAllocator;
@@ -40,16 +40,11 @@ fn allocations() -> usize {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_message_no_plugin_wants_costs_no_allocation() {
-    let engine = PluginEngine::new().unwrap();
-    let guard = WasmInterceptor::load(
-        &engine,
-        "tool-guard",
-        &common::plugin("tool-guard"),
-        &serde_json::json!({"deny": ["delete_*"]}),
-        PluginLimits::default(),
-    )
-    .await
-    .unwrap();
+    let engine = PluginEngine::new(EngineOptions::default()).unwrap();
+    let config = serde_json::json!({"deny": ["delete_*"]});
+    let guard = common::load_plugin(&engine, "tool-guard", config, PluginLimits::default())
+        .await
+        .unwrap();
     let chain = InterceptorChain::new().with(Arc::new(guard), FailurePolicy::Block);
     let line = format!(
         "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progressToken\":\"t\",\"progress\":1,\"message\":\"{}\"}}}}\n",

@@ -11,7 +11,7 @@ use membrane::interceptor::{InterceptAction, InterceptContext, Interceptor};
 use membrane::protocol::{Direction, Message};
 use membrane::session::SessionId;
 use membrane::transport::TransportType;
-use membrane::wasm::{PluginEngine, PluginLimits, WasmInterceptor};
+use membrane::wasm::{EngineOptions, PluginEngine, PluginLimits};
 use serde_json::json;
 
 fn call(tool: &str) -> InterceptContext {
@@ -29,14 +29,13 @@ fn call(tool: &str) -> InterceptContext {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_looping_call_does_not_stall_other_calls() {
-    let engine = PluginEngine::new().unwrap();
+    let engine = PluginEngine::new(EngineOptions::default()).unwrap();
     let limits = PluginLimits {
         call_timeout: Duration::from_secs(2),
         ..PluginLimits::default()
     };
     let config = json!({"mode": "loop", "tool": "spin"});
-    let path = common::plugin("hostile");
-    let plugin = WasmInterceptor::load(&engine, "hostile", &path, &config, limits).await;
+    let plugin = common::load_plugin(&engine, "hostile", config, limits).await;
     let plugin = Arc::new(plugin.unwrap());
 
     let spinning = tokio::spawn({

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::{ArcSwap, Guard};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,7 +24,9 @@ use crate::transport::{Frame, Outbox, TransportType};
 /// The shared machinery every session's messages pass through.
 pub struct Pipeline {
     pub sessions: Arc<SessionManager>,
-    pub chain: Arc<InterceptorChain>,
+    /// The current chain snapshot; a reload swaps it, and a message keeps the snapshot it
+    /// started with until it is delivered.
+    pub chain: Arc<ArcSwap<InterceptorChain>>,
     pub pauses: Arc<PauseController>,
     pub max_message_size: usize,
 }
@@ -109,10 +112,12 @@ impl Pipeline {
         frame_id: u64,
     ) {
         let method = message.method().or(request_method.as_deref());
-        if !self.chain.wants(lane.direction, kind, method) {
+        let chain = self.chain.load();
+        if !chain.wants(lane.direction, kind, method) {
             lane.forward.send(message).await;
             return;
         }
+        let chain = Guard::into_inner(chain);
         let transport = match lane.direction {
             Direction::ClientToServer => session.client_transport,
             Direction::ServerToClient => session.upstream_transport,
@@ -126,17 +131,18 @@ impl Pipeline {
         );
         ctx.protocol_version = session.protocol_version();
         ctx.request_method = request_method;
-        let outcome = self.chain.run(&mut ctx, 0).await;
+        let outcome = chain.run(&mut ctx, 0).await;
         match outcome.action {
             InterceptAction::Pause { .. } | InterceptAction::Delay { .. } => {
                 // Held messages wait on their own task; the lane moves on.
                 let (pipeline, session, lane) = (self.clone(), session.clone(), lane.clone());
-                session
-                    .held
-                    .clone()
-                    .spawn(async move { pipeline.conclude(&session, &lane, ctx, outcome).await });
+                session.held.clone().spawn(async move {
+                    pipeline
+                        .conclude(&session, &lane, &chain, ctx, outcome)
+                        .await
+                });
             }
-            _ => self.conclude(session, lane, ctx, outcome).await,
+            _ => self.conclude(session, lane, &chain, ctx, outcome).await,
         }
     }
 
@@ -146,6 +152,7 @@ impl Pipeline {
         &self,
         session: &SessionContext,
         lane: &Lane,
+        chain: &InterceptorChain,
         mut ctx: InterceptContext,
         mut outcome: ChainOutcome,
     ) {
@@ -167,26 +174,23 @@ impl Pipeline {
                 InterceptAction::Pause { timeout } => match self.pauses.hold(&ctx, timeout).await {
                     Resolution::Resume => None,
                     Resolution::Modify(message) => {
-                        self.chain
-                            .settle(&mut ctx, InterceptAction::Modify(message), resume_at - 1)
+                        chain.settle(&mut ctx, InterceptAction::Modify(message), resume_at - 1)
                     }
-                    Resolution::Block { reason } => self.chain.settle(
-                        &mut ctx,
-                        InterceptAction::Block { reason },
-                        resume_at - 1,
-                    ),
+                    Resolution::Block { reason } => {
+                        chain.settle(&mut ctx, InterceptAction::Block { reason }, resume_at - 1)
+                    }
                 },
                 InterceptAction::Delay { duration, then } => {
                     let then = tokio::select! {
                         _ = tokio::time::sleep(duration) => *then,
                         _ = session.ending.cancelled() => ended(),
                     };
-                    self.chain.settle(&mut ctx, then, resume_at - 1)
+                    chain.settle(&mut ctx, then, resume_at - 1)
                 }
             };
             outcome = match stopped {
                 Some(outcome) => outcome,
-                None => self.chain.run(&mut ctx, resume_at).await,
+                None => chain.run(&mut ctx, resume_at).await,
             };
         }
     }
@@ -379,7 +383,7 @@ impl Pipeline {
         let wanted = !all_valid
             || tracked.iter().any(|(element, kind, request_method)| {
                 let method = element.method().or(request_method.as_deref());
-                self.chain.wants(lane.direction, *kind, method)
+                self.chain.load().wants(lane.direction, *kind, method)
             });
         if wanted {
             for (element, kind, request_method) in tracked {
@@ -510,7 +514,7 @@ mod tests {
         let chain = InterceptorChain::new().with(recorder.clone(), FailurePolicy::Block);
         let pipeline = Arc::new(Pipeline {
             sessions: Arc::new(SessionManager::with_config(SessionConfig::default())),
-            chain: Arc::new(chain),
+            chain: Arc::new(ArcSwap::from_pointee(chain)),
             pauses: Arc::new(PauseController::new(PauseTimeoutPolicy::Block)),
             max_message_size: 1024,
         });

@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    MemoryStore, PendingRequest, Session, SessionId, SessionStatus, SessionStore, StoreError,
+    MemoryStore, PendingRequest, PluginData, Session, SessionId, SessionStatus, SessionStore,
+    StoreError,
 };
 use crate::protocol::{Direction, id_key};
 use crate::transport::TransportType;
@@ -37,6 +38,8 @@ impl Default for SessionConfig {
 pub enum SessionError {
     #[error("too many sessions (the limit is {0})")]
     Limit(usize),
+    #[error("no such session")]
+    Unknown,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -166,6 +169,27 @@ impl SessionManager {
                 tracing::warn!(session = %id, error = %e, "closing session failed");
             }
         }
+    }
+
+    /// Runs `access` on what `plugin` keeps in the session. Not counted as activity.
+    pub async fn plugin_data<T: Send>(
+        &self,
+        id: &SessionId,
+        plugin: &str,
+        access: impl FnOnce(&mut PluginData) -> T + Send,
+    ) -> Result<T, SessionError> {
+        let mut access = Some(access);
+        let mut result = None;
+        self.store
+            .update(id, &mut |session| {
+                let data = match session.plugin_data.get_mut(plugin) {
+                    Some(data) => data,
+                    None => session.plugin_data.entry(plugin.to_owned()).or_default(),
+                };
+                result = access.take().map(|access| access(data));
+            })
+            .await?;
+        result.ok_or(SessionError::Unknown)
     }
 
     /// Remembers a request so its answer can be matched to it (by [`id_key`]).

@@ -1,10 +1,11 @@
 //! Sessions, the spine of the proxy: [`Session`] holds everything membrane knows about one
 //! client's conversation (transports on each side, upstream session id, protocol version,
-//! requests awaiting an answer); [`SessionManager`] creates, finds, updates and ends them over a
+//! requests awaiting an answer, plugins' state); [`SessionManager`] creates, finds, updates and ends them over a
 //! [`SessionStore`] (in memory now; the async trait leaves room for SQLite or Redis). Sessions
 //! know nothing of transports: closing one only signals whoever serves it.
 
 mod manager;
+mod plugin_data;
 mod store;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use manager::{SessionConfig, SessionError, SessionManager, SessionStats};
+pub use plugin_data::{PLUGIN_DATA_LIMIT, PluginData, PluginDataError};
 pub use store::{MemoryStore, SessionStore, StoreError};
 
 use crate::protocol::Direction;
@@ -114,6 +116,8 @@ pub struct Session {
     /// The last SSE event id sent to the client, for resumption.
     pub last_event_id: Option<String>,
     pub pending_requests: PendingRequests,
+    /// What each plugin keeps in this session, by plugin name.
+    pub plugin_data: HashMap<String, PluginData>,
 }
 
 impl Session {
@@ -132,6 +136,7 @@ impl Session {
             updated_at: now,
             last_event_id: None,
             pending_requests: PendingRequests::default(),
+            plugin_data: HashMap::new(),
         }
     }
 }

@@ -1,13 +1,15 @@
-//! [`PluginEngine`]: the process's one wasmtime engine and the linker shared by all plugins.
+//! [`PluginEngine`]: a wasmtime engine and the linker shared by the plugins loaded on it.
 //! Calls run on fibers (`call_async`) with epoch interruption: every tick a running plugin
 //! yields to the tokio scheduler, so a slow plugin never starves other sessions, and once its
-//! time budget is spent the call traps.
+//! time budget is spent the call traps. Instances come from wasmtime's pooling allocator, with
+//! a semaphore in front of it so that a full pool makes callers wait instead of fail.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::Interceptor;
 use super::host::PluginState;
@@ -15,13 +17,25 @@ use super::host::PluginState;
 /// How often the epoch advances: the granularity of yielding and of time budgets.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
+/// Core instances, memories and tables one plugin instance may create: enough for any
+/// toolchain's output, far from what a hostile one would need to escape its memory cap.
+pub(super) const MAX_CORE_INSTANCES: usize = 16;
+pub(super) const MAX_MEMORIES: usize = 2;
+pub(super) const MAX_TABLES: usize = 16;
+pub(super) const MAX_TABLE_ELEMENTS: usize = 1 << 16;
+
 /// What one plugin call and instance may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PluginLimits {
     /// Wall-clock budget of one call.
     pub call_timeout: Duration,
     /// Linear memory cap of one instance, in bytes.
     pub max_memory: usize,
+    /// Fuel (roughly, Wasm instructions) one call may burn: a budget that does not depend on
+    /// the machine's load. Needs an engine with fuel metering.
+    pub fuel: Option<u64>,
+    /// Instances of the plugin that may exist at once; calls beyond wait for one.
+    pub max_instances: usize,
 }
 
 impl Default for PluginLimits {
@@ -29,6 +43,26 @@ impl Default for PluginLimits {
         Self {
             call_timeout: Duration::from_millis(100),
             max_memory: 64 * 1024 * 1024,
+            fuel: None,
+            max_instances: 16,
+        }
+    }
+}
+
+/// Settings fixed for the life of an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Plugin instances the pooling allocator holds slots for; `None` allocates on demand.
+    pub pool_size: Option<u32>,
+    /// Compile fuel metering into plugins (about 2x slower guest code).
+    pub fuel: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: Some(256),
+            fuel: false,
         }
     }
 }
@@ -36,23 +70,55 @@ impl Default for PluginLimits {
 pub struct PluginEngine {
     pub(super) engine: Engine,
     pub(super) linker: Linker<PluginState>,
+    pub(super) options: EngineOptions,
+    /// One permit per instance slot: held by every live instance.
+    pub(super) slots: Arc<Semaphore>,
 }
 
 impl PluginEngine {
-    pub fn new() -> wasmtime::Result<Arc<Self>> {
+    pub fn new(options: EngineOptions) -> wasmtime::Result<Arc<Self>> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            .consume_fuel(options.fuel)
             // No `async func` in the contract: concurrency support only makes calls dearer.
             .concurrency_support(false);
+        if let Some(size) = options.pool_size {
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(size)));
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Interceptor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         spawn_epoch_ticker(&engine);
-        Ok(Arc::new(Self { engine, linker }))
+        let slots = options
+            .pool_size
+            .map_or(Semaphore::MAX_PERMITS, |size| size as usize);
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            options,
+            slots: Arc::new(Semaphore::new(slots)),
+        }))
     }
+}
+
+/// A pool with `size` plugin instance slots, each sized for the per-instance caps above.
+fn pool(size: u32) -> PoolingAllocationConfig {
+    let per_instance = |count: usize| size.saturating_mul(count as u32);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(size)
+        .total_core_instances(per_instance(4))
+        .total_memories(per_instance(MAX_MEMORIES))
+        .total_tables(per_instance(4))
+        // One fiber stack per call in flight, and a call needs an instance.
+        .total_stacks(size)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES as u32)
+        .max_memories_per_component(MAX_MEMORIES as u32)
+        .max_tables_per_component(MAX_TABLES as u32)
+        .table_elements(MAX_TABLE_ELEMENTS);
+    pool
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.

@@ -1,8 +1,11 @@
-//! What a plugin instance sees of the host: [`PluginState`] (its WASI context, resource table
-//! and memory limits) and the `host` interface (logging into tracing). The WASI context has no
-//! preopened directories, no environment and no sockets, and its clocks read zero; a plugin
-//! that waits on a WASI timer still runs out of its time budget.
+//! What a plugin instance sees of the host: [`PluginState`] (its WASI context, resource table,
+//! memory limits and the session of the call in progress) and the capabilities an operator
+//! grants ([`Capability`]): logging into tracing, state kept with the session, and real clocks.
+//! The WASI context has no preopened directories, no environment and no sockets; without the
+//! clock grant its clocks read zero, and a plugin that waits on a WASI timer still runs out of
+//! its time budget.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,14 +14,43 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::membrane::interceptor::host::{Host, Level};
-use super::bindings::membrane::interceptor::types;
+use super::bindings::membrane::interceptor::{session_kv, types};
+use super::engine::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
+use crate::session::{PluginData, SessionId, SessionManager};
 
-/// Core instances, memories and tables a plugin component may create: enough for any
-/// toolchain's output, far from what a hostile one would need to escape the memory cap.
-const MAX_INSTANCES: usize = 16;
-const MAX_MEMORIES: usize = 2;
-const MAX_TABLES: usize = 16;
-const MAX_TABLE_ELEMENTS: usize = 1 << 16;
+/// A host capability a plugin may be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// `membrane:interceptor/host`: write to membrane's log.
+    Log,
+    /// `membrane:interceptor/session-kv`: keep state with the session.
+    SessionKv,
+    /// `wasi:clocks`: read the real time instead of zero.
+    Clock,
+}
+
+impl Capability {
+    /// The contract interface this capability grants, when it is one.
+    pub fn interface(self) -> Option<&'static str> {
+        match self {
+            Capability::Log => Some("host"),
+            Capability::SessionKv => Some("session-kv"),
+            Capability::Clock => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::SessionKv => "session-kv",
+            Capability::Clock => "clock",
+        }
+    }
+}
+
+/// The capabilities granted to one plugin.
+pub type Grants = BTreeSet<Capability>;
 
 /// The data of one plugin instance's store.
 pub struct PluginState {
@@ -28,20 +60,28 @@ pub struct PluginState {
     pub(super) limits: StoreLimits,
     /// When the current call runs out of time.
     pub(super) deadline: Instant,
+    /// The session of the message being intercepted: the scope of `session-kv`.
+    pub(super) session: Option<SessionId>,
+    sessions: Option<Arc<SessionManager>>,
 }
 
 impl PluginState {
-    pub fn new(plugin: Arc<str>, max_memory: usize) -> Self {
-        let wasi = WasiCtx::builder()
-            .wall_clock(StoppedClock)
-            .monotonic_clock(StoppedClock)
-            .allow_ip_name_lookup(false)
+    pub fn new(
+        plugin: Arc<str>,
+        max_memory: usize,
+        grants: &Grants,
+        sessions: Option<Arc<SessionManager>>,
+    ) -> Self {
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_ip_name_lookup(false)
             .allow_tcp(false)
-            .allow_udp(false)
-            .build();
+            .allow_udp(false);
+        if !grants.contains(&Capability::Clock) {
+            wasi.wall_clock(StoppedClock).monotonic_clock(StoppedClock);
+        }
         Self {
             plugin,
-            wasi,
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             // The memory cap holds per memory; few memories and bounded tables keep the
             // instance's total near it.
@@ -50,10 +90,29 @@ impl PluginState {
                 .memories(MAX_MEMORIES)
                 .tables(MAX_TABLES)
                 .table_elements(MAX_TABLE_ELEMENTS)
-                .instances(MAX_INSTANCES)
+                .instances(MAX_CORE_INSTANCES)
                 .trap_on_grow_failure(true)
                 .build(),
             deadline: Instant::now(),
+            session: None,
+            sessions,
+        }
+    }
+
+    /// Runs `access` on what this plugin keeps in the current call's session. The future owns
+    /// what it needs: the state itself is not `Sync`.
+    fn plugin_data<T: Send, F: FnOnce(&mut PluginData) -> T + Send>(
+        &self,
+        access: F,
+    ) -> impl Future<Output = Result<T, String>> + Send + use<T, F> {
+        let target = self.sessions.clone().zip(self.session.clone());
+        let plugin = self.plugin.clone();
+        async move {
+            let (sessions, session) = target.ok_or("no session")?;
+            sessions
+                .plugin_data(&session, &plugin, access)
+                .await
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -81,10 +140,37 @@ impl Host for PluginState {
     }
 }
 
+impl session_kv::Host for PluginState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        let value = self.plugin_data(|data| data.get(&key).map(str::to_owned));
+        Ok(value.await.ok().flatten())
+    }
+
+    async fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        let stored = self.plugin_data(|data| data.set(&key, value)).await;
+        Ok(stored.and_then(|stored| stored.map_err(|e| e.to_string())))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        // Deleting from a session that is gone leaves nothing behind either way.
+        let _ = self.plugin_data(|data| data.delete(&key)).await;
+        Ok(())
+    }
+
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, String>> {
+        let counted = self.plugin_data(|data| data.increment(&key, delta)).await;
+        Ok(counted.and_then(|counted| counted.map_err(|e| e.to_string())))
+    }
+}
+
 /// The shared types interface has no functions to provide.
 impl types::Host for PluginState {}
 
-/// Time is a capability plugins are not granted: every clock reads zero.
+/// Time is a capability plugins are not granted by default: every clock reads zero.
 struct StoppedClock;
 
 impl HostWallClock for StoppedClock {

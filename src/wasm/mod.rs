@@ -1,24 +1,37 @@
 //! Wasm interceptors: plugins are WebAssembly components that export the
-//! `membrane:interceptor` world (`wit/interceptor.wit`). [`PluginEngine`] owns the one wasmtime
-//! engine, its epoch ticker and the linker that grants plugins their imports;
-//! [`WasmInterceptor`] loads a plugin, keeps warm instances of it and adapts it to the
-//! [`Interceptor`](crate::interceptor::Interceptor) trait. Plugins get no filesystem, network,
-//! environment or clock: only the `host` interface (logging into tracing) and the WASI calls
-//! Rust's standard library needs, all denied or empty.
+//! `membrane:interceptor` world (`wit/interceptor.wit`). [`PluginEngine`] owns a wasmtime engine,
+//! its epoch ticker, its instance pool and the linker; [`WasmInterceptor`] loads one plugin,
+//! keeps warm instances of it and adapts it to the
+//! [`Interceptor`](crate::interceptor::Interceptor) trait; [`PluginRegistry`] turns the
+//! configured plugins into chain snapshots and swaps them in on reload, reusing what did not
+//! change; [`ComponentCache`] keeps compiled plugins on disk. Plugins get no filesystem, network
+//! or environment, and only the capabilities the operator grants: logging, session state,
+//! clocks.
 
+mod cache;
 mod engine;
 mod host;
+mod metrics;
 mod plugin;
+mod registry;
 
-pub use engine::{PluginEngine, PluginLimits};
-pub use plugin::{PluginError, WasmInterceptor};
+pub use cache::{ComponentCache, Origin};
+pub use engine::{EngineOptions, PluginEngine, PluginLimits};
+pub use host::{Capability, Grants};
+pub use metrics::{Failure, LATENCY_BUCKETS_US, MetricsSnapshot, PluginMetrics};
+pub use plugin::{CONTRACT_VERSION, PluginEnv, PluginError, PluginSpec, WasmInterceptor};
+pub use registry::{PluginRegistry, RegistryError, ReloadReport};
 
 /// Host bindings generated from the WIT contract.
 mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "interceptor",
-        imports: { default: trappable },
+        imports: {
+            default: trappable,
+            // Session state lives in the session store, which is async.
+            "membrane:interceptor/session-kv": async | trappable,
+        },
         exports: { default: async },
         // Lend the message's text to the guest instead of copying it into a `String` first.
         ownership: Borrowing { duplicate_if_necessary: true },

@@ -1,46 +1,110 @@
-//! [`WasmInterceptor`]: one loaded plugin. Loading compiles the component off the async
-//! threads, links it, and starts a first instance whose `init` declares the plugin's interest.
-//! Calls take a warm instance from a small pool (or start a fresh one) and put it back after a
-//! clean call; an instance that trapped or ran out of time is dropped, never reused.
+//! [`WasmInterceptor`]: one loaded plugin. Loading checks the component against the contract
+//! version and the capabilities the operator granted, compiles it (or takes it from the
+//! [`ComponentCache`]) off the async threads, links it, and starts a first instance whose
+//! `init` declares the plugin's interest. Calls take a warm instance (or start one, within the
+//! plugin's instance cap) and put it back after a clean call; an instance that failed in any way
+//! is dropped, never reused, and instances are recycled after many calls. Every call is counted
+//! in the plugin's [`PluginMetrics`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use semver::Version;
 use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Component;
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::membrane::interceptor::types as wit;
 use super::bindings::{Interceptor as Plugin, InterceptorPre as PluginPre};
+use super::cache::{ComponentCache, Origin};
 use super::engine::{EPOCH_TICK, PluginEngine, PluginLimits};
-use super::host::PluginState;
+use super::host::{Capability, Grants, PluginState};
+use super::metrics::{Failure, PluginMetrics};
 use crate::interceptor::{
     Filter, InterceptAction, InterceptContext, InterceptError, Interceptor, Interest,
 };
 use crate::protocol::{Direction, Message, MessageKind, result_response};
+use crate::session::SessionManager;
 use crate::transport::TransportType;
 
-/// Warm instances kept per plugin; more concurrent calls start extra instances that are
-/// dropped afterwards.
-const WARM_INSTANCES: usize = 8;
+/// The version of the `membrane:interceptor` package this host implements (`wit/`).
+pub const CONTRACT_VERSION: &str = "0.1.1";
+const CONTRACT_PACKAGE: &str = "membrane:interceptor";
+
+/// An instance is replaced after this many calls, so a plugin that leaks memory (or just
+/// fragments it) starts afresh now and then.
+const RECYCLE_AFTER_CALLS: u32 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("cannot read plugin '{name}' from {path}: {source}")]
-    Read {
-        name: String,
-        path: String,
-        source: std::io::Error,
-    },
     #[error("plugin '{name}' is not a membrane interceptor component: {reason}")]
     Invalid { name: String, reason: String },
+    #[error(
+        "plugin '{name}' targets {CONTRACT_PACKAGE}@{targets}, which this membrane does not support (it implements {CONTRACT_PACKAGE}@{CONTRACT_VERSION}); {advice}"
+    )]
+    Version {
+        name: String,
+        targets: String,
+        advice: &'static str,
+    },
+    #[error(
+        "plugin '{name}' imports {import}, which needs the capability '{capability}': add it to the plugin's `grants` to allow it"
+    )]
+    NotGranted {
+        name: String,
+        import: String,
+        capability: &'static str,
+    },
     #[error("plugin '{name}' failed to start: {reason}")]
     Start { name: String, reason: String },
     #[error("plugin '{name}' rejected its configuration: {reason}")]
     Config { name: String, reason: String },
+}
+
+/// Everything that identifies one version of a plugin: loading the same spec twice gives the
+/// same interceptor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PluginSpec {
+    pub name: String,
+    /// Where the component was read from, for messages.
+    pub path: PathBuf,
+    pub bytes: Arc<[u8]>,
+    /// The plugin's configuration as JSON text, handed to `init`.
+    pub config: String,
+    pub limits: PluginLimits,
+    pub grants: Grants,
+}
+
+impl PluginSpec {
+    /// The spec of the component at `path`, read now.
+    pub fn read(
+        name: &str,
+        path: &Path,
+        config: &serde_json::Value,
+        limits: PluginLimits,
+        grants: Grants,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            bytes: std::fs::read(path)?.into(),
+            config: config.to_string(),
+            limits,
+            grants,
+        })
+    }
+}
+
+/// What the host lends every plugin it loads.
+#[derive(Clone, Default)]
+pub struct PluginEnv {
+    pub cache: Option<ComponentCache>,
+    /// Where `session-kv` keeps its state; without it, that capability has no sessions.
+    pub sessions: Option<Arc<SessionManager>>,
 }
 
 pub struct WasmInterceptor {
@@ -48,44 +112,61 @@ pub struct WasmInterceptor {
     interest: Interest,
     engine: Arc<PluginEngine>,
     pre: PluginPre<PluginState>,
-    /// The plugin's configuration as JSON text, handed to `init` on every new instance.
     config: String,
     limits: PluginLimits,
+    grants: Grants,
+    sessions: Option<Arc<SessionManager>>,
+    /// One permit per call in progress: at most `max_instances` instances exist.
+    calls: Arc<Semaphore>,
     warm: Mutex<Vec<Instance>>,
+    metrics: Arc<PluginMetrics>,
 }
 
 struct Instance {
     store: Store<PluginState>,
     plugin: Plugin,
+    calls: u32,
+    /// Its slot in the engine's instance pool.
+    _slot: OwnedSemaphorePermit,
 }
 
+/// A call that produced no action.
+struct CallError {
+    failure: Failure,
+    reason: String,
+}
+
+/// The error a call ends with when its time budget runs out.
+#[derive(Debug, thiserror::Error)]
+#[error("time budget exceeded")]
+struct OutOfTime;
+
 impl WasmInterceptor {
-    /// Loads, links and initialises a plugin from a `.wasm` component file.
+    /// Checks, compiles, links and initialises a plugin.
     pub async fn load(
         engine: &Arc<PluginEngine>,
-        name: &str,
-        path: &Path,
-        config: &serde_json::Value,
-        limits: PluginLimits,
+        spec: &PluginSpec,
+        env: &PluginEnv,
+        metrics: Arc<PluginMetrics>,
     ) -> Result<Self, PluginError> {
+        let name = spec.name.as_str();
         let invalid = |reason: String| PluginError::Invalid {
             name: name.to_owned(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
-            name: name.to_owned(),
-            path: path.display().to_string(),
-            source,
-        })?;
-        // Compiling takes milliseconds to seconds: keep it off the async worker threads.
         let compiling = {
-            let engine = engine.engine.clone();
-            tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
+            let (engine, bytes, cache) =
+                (engine.engine.clone(), spec.bytes.clone(), env.cache.clone());
+            tokio::task::spawn_blocking(move || match cache {
+                Some(cache) => cache.load(&engine, &bytes),
+                None => Component::from_binary(&engine, &bytes).map(|c| (c, Origin::Compiled)),
+            })
         };
-        let component = compiling
+        let (component, origin) = compiling
             .await
             .map_err(|e| invalid(e.to_string()))?
             .map_err(|e| invalid(format!("{e:#}")))?;
+        check_imports(name, &component, &engine.engine, &spec.grants)?;
         let pre = engine
             .linker
             .instantiate_pre(&component)
@@ -97,41 +178,63 @@ impl WasmInterceptor {
             interest: Interest::none(),
             engine: engine.clone(),
             pre,
-            config: config.to_string(),
-            limits,
+            config: spec.config.clone(),
+            limits: spec.limits,
+            grants: spec.grants.clone(),
+            sessions: env.sessions.clone(),
+            calls: Arc::new(Semaphore::new(spec.limits.max_instances.max(1))),
             warm: Mutex::default(),
+            metrics,
         };
-        let (instance, interest) = interceptor.start().await?;
+        let slot = interceptor.slot().map_err(|reason| PluginError::Start {
+            name: name.to_owned(),
+            reason,
+        })?;
+        let (instance, interest) = interceptor.start(slot).await?;
         interceptor.interest = interest;
         interceptor.put_back(instance);
-        tracing::info!(plugin = name, path = %path.display(), "loaded plugin");
+        tracing::info!(plugin = name, path = %spec.path.display(), compiled = matches!(origin, Origin::Compiled), "loaded plugin");
         Ok(interceptor)
     }
 
+    pub fn metrics(&self) -> &Arc<PluginMetrics> {
+        &self.metrics
+    }
+
+    /// A slot in the engine's instance pool, or why there is none.
+    fn slot(&self) -> Result<OwnedSemaphorePermit, String> {
+        self.engine.slots.clone().try_acquire_owned().map_err(|_| {
+            "the plugin instance pool is full; raise `pool_size` in the [wasm] section".into()
+        })
+    }
+
     /// Starts a fresh instance and initialises it with the plugin's configuration.
-    async fn start(&self) -> Result<(Instance, Interest), PluginError> {
+    async fn start(&self, slot: OwnedSemaphorePermit) -> Result<(Instance, Interest), PluginError> {
         let start_error = |e: wasmtime::Error| PluginError::Start {
             name: self.name.to_string(),
             reason: format!("{e:#}"),
         };
-        let mut store = Store::new(
-            &self.engine.engine,
-            PluginState::new(self.name.clone(), self.limits.max_memory),
+        let state = PluginState::new(
+            self.name.clone(),
+            self.limits.max_memory,
+            &self.grants,
+            self.sessions.clone(),
         );
+        let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|mut store| {
             if Instant::now() >= store.data_mut().deadline {
-                Err(wasmtime::Error::msg("time budget exceeded"))
+                Err(OutOfTime.into())
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        self.arm(&mut store);
+        self.arm(&mut store).map_err(start_error)?;
         let plugin = self
             .within_budget(self.pre.instantiate_async(&mut store))
             .await
             .map_err(start_error)?;
-        self.arm(&mut store);
+        self.arm(&mut store).map_err(start_error)?;
         let declared = self
             .within_budget(plugin.call_init(&mut store, &self.config))
             .await
@@ -140,7 +243,13 @@ impl WasmInterceptor {
                 name: self.name.to_string(),
                 reason,
             })?;
-        Ok((Instance { store, plugin }, interest_from(&declared)))
+        let instance = Instance {
+            store,
+            plugin,
+            calls: 0,
+            _slot: slot,
+        };
+        Ok((instance, interest_from(&declared)))
     }
 
     /// Bounds a call in wall-clock time too: epochs only interrupt Wasm code, and a plugin could
@@ -157,13 +266,87 @@ impl WasmInterceptor {
         }
         tokio::time::timeout(self.limits.call_timeout + EPOCH_TICK, call)
             .await
-            .unwrap_or_else(|_| Err(wasmtime::Error::msg("time budget exceeded")))
+            .unwrap_or_else(|_| Err(OutOfTime.into()))
     }
 
-    /// Gives the next call on this store its full time budget.
-    fn arm(&self, store: &mut Store<PluginState>) {
+    /// Gives the next call on this store its full time (and fuel) budget.
+    fn arm(&self, store: &mut Store<PluginState>) -> wasmtime::Result<()> {
         store.data_mut().deadline = Instant::now() + self.limits.call_timeout;
         store.set_epoch_deadline(1);
+        if self.engine.options.fuel {
+            store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX))?;
+        }
+        Ok(())
+    }
+
+    /// A warm instance, or a new one once the plugin is below its instance cap.
+    async fn instance(&self) -> Result<(Instance, OwnedSemaphorePermit), CallError> {
+        let unavailable = |reason: String| CallError {
+            failure: Failure::Unavailable,
+            reason,
+        };
+        let permit =
+            tokio::time::timeout(self.limits.call_timeout, self.calls.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    unavailable("every instance stayed busy for the whole time budget".into())
+                })?
+                .expect("the call semaphore is never closed");
+        if let Some(instance) = self.take_warm() {
+            return Ok((instance, permit));
+        }
+        let slot = self.slot().map_err(unavailable)?;
+        let (instance, _) = self.start(slot).await.map_err(|e| CallError {
+            failure: Failure::Trap,
+            reason: e.to_string(),
+        })?;
+        Ok((instance, permit))
+    }
+
+    async fn call(&self, ctx: &InterceptContext) -> Result<InterceptAction, CallError> {
+        let bad_action = |reason: String| CallError {
+            failure: Failure::BadAction,
+            reason,
+        };
+        let kind = ctx
+            .message
+            .kind()
+            .ok_or_else(|| bad_action("message has no envelope".into()))?;
+        let kind = wit_kind(kind).map_err(|e| bad_action(e.0))?;
+        let (mut instance, _permit) = self.instance().await?;
+        let message = wit::Message {
+            json: ctx.message.as_str(),
+            kind,
+            method: ctx.method(),
+            id: ctx.message.id(),
+            direction: wit_direction(ctx.direction),
+            session_id: ctx.session_id.as_str(),
+            transport: wit_transport(ctx.transport_type),
+            protocol_version: ctx.protocol_version.as_deref(),
+            frame_id: ctx.frame_id,
+        };
+        self.arm(&mut instance.store).map_err(|e| CallError {
+            failure: Failure::Trap,
+            reason: format!("{e:#}"),
+        })?;
+        instance.store.data_mut().session = Some(ctx.session_id.clone());
+        let action = self
+            .within_budget(instance.plugin.call_intercept(&mut instance.store, message))
+            .await
+            .map_err(|e| CallError {
+                failure: if e.is::<OutOfTime>() || e.downcast_ref() == Some(&Trap::OutOfFuel) {
+                    Failure::Timeout
+                } else {
+                    Failure::Trap
+                },
+                reason: format!("plugin trapped: {e:#}"),
+            })?;
+        instance.store.data_mut().session = None;
+        instance.calls += 1;
+        if instance.calls < RECYCLE_AFTER_CALLS {
+            self.put_back(instance);
+        }
+        action_from(action, &ctx.message).map_err(|e| bad_action(e.0))
     }
 
     fn take_warm(&self) -> Option<Instance> {
@@ -171,10 +354,10 @@ impl WasmInterceptor {
     }
 
     fn put_back(&self, instance: Instance) {
-        let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
-        if warm.len() < WARM_INSTANCES {
-            warm.push(instance);
-        }
+        self.warm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(instance);
     }
 }
 
@@ -189,44 +372,74 @@ impl Interceptor for WasmInterceptor {
     }
 
     async fn intercept(&self, ctx: &InterceptContext) -> Result<InterceptAction, InterceptError> {
-        let mut instance = match self.take_warm() {
-            Some(instance) => instance,
-            None => {
-                self.start()
-                    .await
-                    .map_err(|e| InterceptError(e.to_string()))?
-                    .0
-            }
+        let started = Instant::now();
+        let outcome = self.call(ctx).await;
+        let recorded = outcome.as_ref().map_err(|e| e.failure);
+        self.metrics.record(started.elapsed(), recorded);
+        outcome.map_err(|e| InterceptError(e.reason))
+    }
+}
+
+/// Refuses a plugin that targets a contract version this host cannot serve, or that imports an
+/// interface whose capability the operator did not grant.
+fn check_imports(
+    name: &str,
+    component: &Component,
+    engine: &wasmtime::Engine,
+    grants: &Grants,
+) -> Result<(), PluginError> {
+    let host = Version::parse(CONTRACT_VERSION).expect("the contract version is semver");
+    let prefix = format!("{CONTRACT_PACKAGE}/");
+    for (import, _) in component.component_type().imports(engine) {
+        let Some(rest) = import.strip_prefix(&prefix) else {
+            continue;
         };
-        let kind = ctx
-            .message
-            .kind()
-            .ok_or_else(|| InterceptError("message has no envelope".into()))?;
-        let message = wit::Message {
-            json: ctx.message.as_str(),
-            kind: wit_kind(kind)?,
-            method: ctx.method(),
-            id: ctx.message.id(),
-            direction: wit_direction(ctx.direction),
-            session_id: ctx.session_id.as_str(),
-            transport: wit_transport(ctx.transport_type),
-            protocol_version: ctx.protocol_version.as_deref(),
-            frame_id: ctx.frame_id,
+        let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+        let unsupported = |advice| PluginError::Version {
+            name: name.to_owned(),
+            targets: version.to_owned(),
+            advice,
         };
-        self.arm(&mut instance.store);
-        let action = self
-            .within_budget(instance.plugin.call_intercept(&mut instance.store, message))
-            .await
-            .map_err(|trap| InterceptError(format!("plugin trapped: {trap:#}")))?;
-        self.put_back(instance);
-        action_from(action, &ctx.message)
+        let version = Version::parse(version)
+            .map_err(|_| unsupported("its contract version is not semver"))?;
+        if !same_line(&host, &version) {
+            return Err(unsupported(
+                "rebuild it against a contract version this membrane implements",
+            ));
+        }
+        if version > host {
+            return Err(unsupported(
+                "it is newer than this membrane: upgrade membrane, or rebuild the plugin against the older contract",
+            ));
+        }
+        let capability = [Capability::Log, Capability::SessionKv]
+            .into_iter()
+            .find(|capability| capability.interface() == Some(interface));
+        if let Some(capability) = capability
+            && !grants.contains(&capability)
+        {
+            return Err(PluginError::NotGranted {
+                name: name.to_owned(),
+                import: import.to_owned(),
+                capability: capability.name(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether two versions are semver-compatible: the same major version, or below 1.0 the same
+/// minor version.
+fn same_line(a: &Version, b: &Version) -> bool {
+    match (a.major, b.major) {
+        (0, 0) => a.minor == b.minor,
+        (a, b) => a == b,
     }
 }
 
 fn interest_from(declared: &[wit::Filter]) -> Interest {
     Interest::any_of(declared.iter().map(filter_from).collect())
 }
-
 fn filter_from(declared: &wit::Filter) -> Filter {
     let directions: Vec<Direction> = declared
         .directions
@@ -301,7 +514,22 @@ fn verdict_from(
 ) -> Result<InterceptAction, InterceptError> {
     Ok(match verdict {
         wit::Verdict::Continue => InterceptAction::Continue,
-        wit::Verdict::Modify(json) => InterceptAction::Modify(Message::new(json)),
+        wit::Verdict::Modify(json) => {
+            // Checked here so the plugin's metrics see a broken action as one; the envelope is
+            // parsed once either way.
+            let message = Message::new(json);
+            match message.validate() {
+                Ok(MessageKind::Batch) => {
+                    return Err(InterceptError("replaced a message with a batch".into()));
+                }
+                Ok(_) => InterceptAction::Modify(message),
+                Err(e) => {
+                    return Err(InterceptError(format!(
+                        "replaced a message with an invalid one: {e}"
+                    )));
+                }
+            }
+        }
         wit::Verdict::Block(reason) => InterceptAction::Block { reason },
         wit::Verdict::Mock(result) => {
             let id = message

@@ -63,6 +63,19 @@ pub fn plugin(name: &str) -> PathBuf {
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// Loads a built plugin with `config`, the given limits and the default grants (log).
+pub async fn load_plugin(
+    engine: &std::sync::Arc<membrane::wasm::PluginEngine>,
+    name: &str,
+    config: Value,
+    limits: membrane::wasm::PluginLimits,
+) -> Result<membrane::wasm::WasmInterceptor, membrane::wasm::PluginError> {
+    use membrane::wasm::{Capability, Grants, PluginEnv, PluginSpec, WasmInterceptor};
+    let grants = Grants::from([Capability::Log]);
+    let spec = PluginSpec::read(name, &plugin(name), &config, limits, grants).unwrap();
+    WasmInterceptor::load(engine, &spec, &PluginEnv::default(), Default::default()).await
+}
+
 /// Where `tests/peers/setup.sh` installs the pinned npm and PyPI peers (it runs on first use):
 /// `$MEMBRANE_PEERS_DIR`, or `target/peers`.
 pub fn peers() -> PathBuf {

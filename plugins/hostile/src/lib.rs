@@ -87,7 +87,9 @@ mod plugin {
 
     use crate::{Config, Mode};
 
-    wit_bindgen::generate!({ path: "../../wit", world: "interceptor" });
+    // Built against the frozen 0.1.0 contract: the tests also prove that plugins written for
+    // an older release of the contract still load.
+    wit_bindgen::generate!({ path: "../../wit/released/0.1.0", world: "interceptor" });
 
     use membrane::interceptor::host::{Level, log};
     use membrane::interceptor::types::{Direction, MessageKind};

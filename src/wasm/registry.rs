@@ -1,0 +1,171 @@
+//! [`PluginRegistry`]: the plugins of the chain, as the operator last configured them. Applying
+//! a configuration loads what is new or changed (compiled off the hot path, from the cache when
+//! it can), reuses every plugin whose spec did not change (warm instances and all), and then
+//! swaps the new chain snapshot in with one atomic store. Messages in flight keep the snapshot
+//! they started with. If any plugin fails to load, nothing changes: the previous chain keeps
+//! serving. Reloads are serialised; a plugin's metrics live on across its versions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::engine::{EngineOptions, PluginEngine};
+use super::metrics::{MetricsSnapshot, PluginMetrics};
+use super::plugin::{PluginEnv, PluginError, PluginSpec, WasmInterceptor};
+use crate::interceptor::{FailurePolicy, InterceptorChain};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error(
+        "the plugins may hold {wanted} instances at once, more than half the instance pool ({pool} slots; the other half stays free for reloads): raise `pool_size` in [wasm] or lower the plugins' `max_instances`"
+    )]
+    PoolTooSmall { wanted: usize, pool: u32 },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// What a reload changed, by plugin name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub loaded: Vec<String>,
+    pub kept: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+pub struct PluginRegistry {
+    chain: Arc<ArcSwap<InterceptorChain>>,
+    env: PluginEnv,
+    pool_size: Option<u32>,
+    current: tokio::sync::Mutex<Loaded>,
+    metrics: Mutex<HashMap<String, Arc<PluginMetrics>>>,
+}
+
+#[derive(Default)]
+struct Loaded {
+    engine: Option<Arc<PluginEngine>>,
+    plugins: Vec<(PluginSpec, FailurePolicy, Arc<WasmInterceptor>)>,
+}
+
+impl PluginRegistry {
+    /// A registry that publishes its chain snapshots to `chain`.
+    pub fn new(
+        chain: Arc<ArcSwap<InterceptorChain>>,
+        env: PluginEnv,
+        pool_size: Option<u32>,
+    ) -> Self {
+        Self {
+            chain,
+            env,
+            pool_size,
+            current: tokio::sync::Mutex::default(),
+            metrics: Mutex::default(),
+        }
+    }
+
+    /// Loads `plugins` (in chain order) and swaps them in, or changes nothing on error.
+    pub async fn apply(
+        &self,
+        plugins: Vec<(PluginSpec, FailurePolicy)>,
+    ) -> Result<ReloadReport, RegistryError> {
+        let mut current = self.current.lock().await;
+        if let Some(pool) = self.pool_size {
+            let wanted: usize = plugins
+                .iter()
+                .map(|(spec, _)| spec.limits.max_instances)
+                .sum();
+            if wanted > pool as usize / 2 {
+                return Err(RegistryError::PoolTooSmall { wanted, pool });
+            }
+        }
+        let options = EngineOptions {
+            pool_size: self.pool_size,
+            fuel: plugins.iter().any(|(spec, _)| spec.limits.fuel.is_some()),
+        };
+        let engine = match &current.engine {
+            Some(engine) if engine.options == options => engine.clone(),
+            _ if plugins.is_empty() => {
+                return Ok(self.publish(&mut current, None, Vec::new(), Vec::new()));
+            }
+            // Settings that shape compiled code need an engine of their own; every plugin is
+            // then loaded afresh on it (from the cache when it was compiled alike before).
+            _ => PluginEngine::new(options).map_err(|e| RegistryError::Engine(format!("{e:#}")))?,
+        };
+        let reusable = current
+            .engine
+            .as_ref()
+            .is_some_and(|old| Arc::ptr_eq(old, &engine));
+        let mut next = Vec::with_capacity(plugins.len());
+        let mut loaded = Vec::new();
+        for (spec, on_error) in plugins {
+            let kept = current
+                .plugins
+                .iter()
+                .find(|(old, _, _)| reusable && *old == spec)
+                .map(|(_, _, interceptor)| interceptor.clone());
+            let interceptor = match kept {
+                Some(interceptor) => interceptor,
+                None => {
+                    let metrics = self.metrics_of(&spec.name);
+                    let interceptor =
+                        WasmInterceptor::load(&engine, &spec, &self.env, metrics).await?;
+                    loaded.push(spec.name.clone());
+                    Arc::new(interceptor)
+                }
+            };
+            next.push((spec, on_error, interceptor));
+        }
+        Ok(self.publish(&mut current, Some(engine), next, loaded))
+    }
+
+    /// Makes `plugins` the chain, and says what changed.
+    fn publish(
+        &self,
+        current: &mut Loaded,
+        engine: Option<Arc<PluginEngine>>,
+        plugins: Vec<(PluginSpec, FailurePolicy, Arc<WasmInterceptor>)>,
+        loaded: Vec<String>,
+    ) -> ReloadReport {
+        let chain = plugins
+            .iter()
+            .fold(InterceptorChain::new(), |chain, (_, on_error, plugin)| {
+                chain.with(plugin.clone(), *on_error)
+            });
+        self.chain.store(Arc::new(chain));
+        let names = |plugins: &[(PluginSpec, _, _)]| -> Vec<String> {
+            plugins
+                .iter()
+                .map(|(spec, _, _)| spec.name.clone())
+                .collect()
+        };
+        let (old, new) = (names(&current.plugins), names(&plugins));
+        let report = ReloadReport {
+            kept: new
+                .iter()
+                .filter(|name| !loaded.contains(name))
+                .cloned()
+                .collect(),
+            removed: old.into_iter().filter(|name| !new.contains(name)).collect(),
+            loaded,
+        };
+        *current = Loaded { engine, plugins };
+        report
+    }
+
+    /// The metrics of each plugin in the chain, in chain order.
+    pub async fn metrics(&self) -> Vec<(String, MetricsSnapshot)> {
+        let current = self.current.lock().await;
+        current
+            .plugins
+            .iter()
+            .map(|(spec, _, plugin)| (spec.name.clone(), plugin.metrics().snapshot()))
+            .collect()
+    }
+
+    fn metrics_of(&self, name: &str) -> Arc<PluginMetrics> {
+        let mut metrics = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        metrics.entry(name.to_owned()).or_default().clone()
+    }
+}
