@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -117,6 +117,7 @@ pub async fn startup_failure(toml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), toml);
     let output = Command::new(membrane())
+        .env("XDG_CACHE_HOME", cache_home())
         .args([
             "forward",
             "--config",
@@ -132,35 +133,96 @@ pub async fn startup_failure(toml: &str) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Where the membranes under test keep compiled plugins: the tests' own cache, not the user's.
+pub fn cache_home() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache")
+}
+
 /// `membrane forward ARGS -- SERVER...` with piped stdio, speaking raw JSON lines.
 pub struct RawClient {
     pub child: Child,
     stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
+    /// membrane's log so far, when it is captured.
+    log: Option<Arc<Mutex<String>>>,
 }
 
 impl RawClient {
     pub fn spawn(membrane_args: &[&str], server: &[&str]) -> Self {
         Self::from_command(
-            Command::new(membrane())
-                .arg("forward")
-                .args(membrane_args)
-                .arg("--")
-                .args(server)
-                .env("MEMBRANE_LOG", "membrane=debug"),
+            &mut Self::membrane_command(membrane_args, server),
+            Stdio::inherit(),
         )
+    }
+
+    fn membrane_command(membrane_args: &[&str], server: &[&str]) -> Command {
+        let mut command = Command::new(membrane());
+        command
+            .arg("forward")
+            .args(membrane_args)
+            .arg("--")
+            .args(server)
+            .env("MEMBRANE_LOG", "membrane=debug")
+            .env("XDG_CACHE_HOME", cache_home());
+        command
+    }
+
+    /// Like [`RawClient::spawn`], keeping membrane's log for [`RawClient::wait_for_log`] (and
+    /// still echoing it to the test's stderr).
+    pub fn spawn_logged(membrane_args: &[&str], server: &[&str]) -> Self {
+        let mut command = Self::membrane_command(membrane_args, server);
+        let mut client = Self::from_command(&mut command, Stdio::piped());
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut lines = BufReader::new(client.child.stderr.take().unwrap()).lines();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        client.log = Some(log);
+        client
+    }
+
+    /// membrane's log so far (from [`RawClient::spawn_logged`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .expect("the log is captured")
+            .lock()
+            .unwrap()
+            .clone()
+    }
+
+    /// Waits until membrane's log has `count` lines containing `needle`; returns the log.
+    pub async fn wait_for_log(&self, needle: &str, count: usize) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let log = self.log();
+            if log.lines().filter(|line| line.contains(needle)).count() >= count {
+                return log;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "membrane never logged {needle:?} {count} time(s):\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The server itself, without membrane: the baseline to compare with.
     pub fn spawn_direct(server: &[&str]) -> Self {
-        Self::from_command(Command::new(server[0]).args(&server[1..]))
+        Self::from_command(Command::new(server[0]).args(&server[1..]), Stdio::inherit())
     }
 
-    fn from_command(command: &mut Command) -> Self {
+    fn from_command(command: &mut Command, stderr: Stdio) -> Self {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("spawning the process under test");
@@ -170,6 +232,7 @@ impl RawClient {
             child,
             stdin,
             lines,
+            log: None,
         }
     }
 
@@ -252,9 +315,18 @@ impl RawClient {
 
     /// Sends SIGTERM to membrane, as a service manager stopping it would.
     pub async fn terminate(&self) {
+        self.signal("TERM").await;
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...) to membrane.
+    pub async fn signal(&self, name: &str) {
         let pid = self.child.id().expect("membrane is running").to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().await;
-        assert!(status.unwrap().success(), "kill -TERM {pid}");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(&pid)
+            .status()
+            .await;
+        assert!(status.unwrap().success(), "kill -{name} {pid}");
     }
 
     /// Closes membrane's stdin, as a client does when it is done.
