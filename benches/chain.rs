@@ -5,6 +5,13 @@
 //! - `wasm_call`: one call into the tool-guard plugin for a `tools/call` of 1 KiB and 64 KiB,
 //!   against the same decision made natively in Rust.
 //!
+//! - `chain_of_three_1KiB`: a 1 KiB `tools/call` that three plugins all want (tool-guard,
+//!   rate-limit counting in the session store, rules), against one full `Value` parse of it
+//!   and against the tool-guard call alone.
+//! - `instantiation`: a tool-guard call on a warm instance against the same call on a fresh
+//!   instance (`fresh_instances`: instantiate, `init`, call), with wasmtime's pooling allocator
+//!   and with on-demand allocation.
+//!
 //! Run: `cargo bench --bench chain` (builds the plugins on first use).
 
 #[path = "../tests/common/mod.rs"]
@@ -13,12 +20,16 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use membrane::interceptor::{FailurePolicy, InterceptContext, Interceptor, InterceptorChain};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use membrane::interceptor::{
+    FailurePolicy, InterceptAction, InterceptContext, Interceptor, InterceptorChain,
+};
 use membrane::protocol::{Direction, Message};
-use membrane::session::SessionId;
+use membrane::session::{SessionConfig, SessionId, SessionManager};
 use membrane::transport::TransportType;
-use membrane::wasm::{EngineOptions, PluginEngine, PluginLimits, WasmInterceptor};
+use membrane::wasm::{
+    Capability, EngineOptions, PluginEngine, PluginEnv, PluginLimits, PluginSpec, WasmInterceptor,
+};
 use serde_json::json;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -138,5 +149,135 @@ fn wasm_call(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fast_path, wasm_call);
+async fn load_with(
+    engine: &Arc<PluginEngine>,
+    name: &str,
+    config: serde_json::Value,
+    limits: PluginLimits,
+    grants: &[Capability],
+    sessions: Option<Arc<SessionManager>>,
+) -> Arc<WasmInterceptor> {
+    let grants = grants.iter().copied().collect();
+    let spec = PluginSpec::read(name, &common::plugin(name), &config, limits, grants).unwrap();
+    let env = PluginEnv {
+        cache: None,
+        sessions,
+    };
+    let plugin = WasmInterceptor::load(engine, &spec, &env, Default::default());
+    Arc::new(plugin.await.unwrap())
+}
+
+fn chain_of_three(c: &mut Criterion) {
+    let rt = runtime();
+    let sessions = Arc::new(SessionManager::with_config(SessionConfig::default()));
+    let (chain, plugins, ctx) = rt.block_on(async {
+        let engine = PluginEngine::new(EngineOptions::default()).unwrap();
+        let limits = PluginLimits::default();
+        let log = [Capability::Log];
+        let guard = load_with(
+            &engine,
+            "tool-guard",
+            json!({"deny": ["delete_*"]}),
+            limits,
+            &log,
+            None,
+        )
+        .await;
+        let budget = json!({"max_calls": i64::MAX});
+        let kv = [Capability::Log, Capability::SessionKv];
+        let limit = load_with(
+            &engine,
+            "rate-limit",
+            budget,
+            limits,
+            &kv,
+            Some(sessions.clone()),
+        )
+        .await;
+        let rules = json!({"rules": [{"method": "tools/call", "action": "continue"}]});
+        let rules = load_with(&engine, "rules", rules, limits, &log, None).await;
+        let chain = InterceptorChain::new()
+            .with(guard.clone(), FailurePolicy::Block)
+            .with(limit.clone(), FailurePolicy::Block)
+            .with(rules.clone(), FailurePolicy::Block);
+        let session = sessions
+            .create(TransportType::Stdio, TransportType::Stdio)
+            .await
+            .unwrap();
+        let mut ctx = call_context(1024);
+        ctx.session_id = session.id;
+        (chain, [guard, limit, rules], ctx)
+    });
+    let kind = ctx.message.validate().unwrap();
+    assert!(chain.wants(Direction::ClientToServer, kind, Some("tools/call")));
+    let raw = ctx.message.raw().clone();
+    let mut group = c.benchmark_group("chain_of_three_1KiB");
+    group.bench_function("baseline: serde_json::Value parse", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(&raw).unwrap())
+    });
+    for plugin in &plugins {
+        group.bench_function(format!("{} alone", plugin.name()), |b| {
+            b.to_async(&rt)
+                .iter(|| async { plugin.intercept(&ctx).await.unwrap() })
+        });
+    }
+    group.bench_function("three plugins", |b| {
+        b.to_async(&rt).iter_batched(
+            || ctx.clone(),
+            |mut ctx| {
+                let chain = &chain;
+                async move {
+                    let outcome = chain.run(&mut ctx, 0).await;
+                    assert_eq!(outcome.action, InterceptAction::Continue);
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn instantiation(c: &mut Criterion) {
+    let rt = runtime();
+    let ctx = call_context(1024);
+    let mut group = c.benchmark_group("instantiation");
+    for (allocator, pool_size) in [("pooling", Some(256)), ("on-demand", None)] {
+        let (warm, fresh) = rt.block_on(async {
+            let engine = PluginEngine::new(EngineOptions {
+                pool_size,
+                fuel: false,
+            })
+            .unwrap();
+            let config = json!({"deny": ["delete_*"]});
+            let fresh = PluginLimits {
+                fresh_instances: true,
+                ..PluginLimits::default()
+            };
+            let log = [Capability::Log];
+            (
+                load_with(
+                    &engine,
+                    "tool-guard",
+                    config.clone(),
+                    PluginLimits::default(),
+                    &log,
+                    None,
+                )
+                .await,
+                load_with(&engine, "tool-guard", config, fresh, &log, None).await,
+            )
+        });
+        for (instance, plugin) in [("warm instance", warm), ("fresh instance", fresh)] {
+            group.bench_function(format!("{allocator}: {instance}"), |b| {
+                b.to_async(&rt).iter(|| async {
+                    let action = plugin.intercept(&ctx).await.unwrap();
+                    assert_eq!(action, InterceptAction::Continue);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fast_path, wasm_call, chain_of_three, instantiation);
 criterion_main!(benches);

@@ -28,6 +28,7 @@
 //! timeout_ms = 100
 //! max_memory_mb = 64
 //! max_instances = 16
+//! fresh_instances = false       # true: a new instance for every call (no state survives)
 //! fuel = 10000000               # optional: a budget that does not depend on the machine
 //! grants = ["log"]              # the default; also "session-kv" and "clock"
 //! [plugins.config]
@@ -158,6 +159,8 @@ pub struct PluginConfig {
     pub timeout_ms: Option<u64>,
     pub max_memory_mb: Option<usize>,
     pub max_instances: Option<usize>,
+    #[serde(default)]
+    pub fresh_instances: bool,
     pub fuel: Option<u64>,
     /// Host capabilities the plugin may use; `["log"]` when unset.
     pub grants: Option<Vec<Capability>>,
@@ -223,6 +226,7 @@ impl PluginConfig {
             timeout_ms: None,
             max_memory_mb: None,
             max_instances: None,
+            fresh_instances: false,
             fuel: None,
             grants: None,
             config: empty_table(),
@@ -269,6 +273,7 @@ impl PluginConfig {
                 .unwrap_or(defaults.max_memory),
             fuel: self.fuel,
             max_instances: self.max_instances.unwrap_or(defaults.max_instances),
+            fresh_instances: self.fresh_instances,
         }
     }
 
@@ -418,6 +423,36 @@ mod tests {
         );
         assert_eq!(second.name(), "second");
         assert_eq!(second.on_error, FailurePolicy::Continue);
+    }
+
+    #[test]
+    fn a_plugin_dir_adds_its_plugins_by_name_with_their_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        for name in ["b.wasm", "a.wasm", "notes.txt"] {
+            std::fs::write(policies.join(name), b"").unwrap();
+        }
+        std::fs::write(
+            policies.join("b.toml"),
+            "grants = [\"log\", \"session-kv\", \"clock\"]\nfuel = 5\n[config]\nmax_calls = 3\n",
+        )
+        .unwrap();
+        let path = dir.path().join("membrane.toml");
+        std::fs::write(&path, "plugin_dir = \"policies\"\n[wasm]\npool_size = 0\n").unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.wasm.pool_size(), None);
+        let plugins = config.plugin_configs().unwrap();
+        let names: Vec<String> = plugins.iter().map(PluginConfig::name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(plugins[0].grants(), Grants::from([Capability::Log]));
+        assert_eq!(plugins[1].grants().len(), 3);
+        assert_eq!(plugins[1].limits().fuel, Some(5));
+        assert_eq!(plugins[1].config_json(), serde_json::json!({"max_calls": 3}));
+
+        std::fs::write(policies.join("a.toml"), "name = \"b\"\n").unwrap();
+        let error = config.plugin_configs().unwrap_err().to_string();
+        assert!(error.contains("two plugins are named 'b'"), "{error}");
     }
 
     #[test]

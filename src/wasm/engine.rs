@@ -36,6 +36,9 @@ pub struct PluginLimits {
     pub fuel: Option<u64>,
     /// Instances of the plugin that may exist at once; calls beyond wait for one.
     pub max_instances: usize,
+    /// Start a fresh instance for every call, so nothing a plugin keeps in memory survives
+    /// from one message to the next; costs an instantiation and an `init` per call.
+    pub fresh_instances: bool,
 }
 
 impl Default for PluginLimits {
@@ -45,6 +48,7 @@ impl Default for PluginLimits {
             max_memory: 64 * 1024 * 1024,
             fuel: None,
             max_instances: 16,
+            fresh_instances: false,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use semver::Version;
 use serde_json::value::RawValue;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -116,8 +116,10 @@ pub struct WasmInterceptor {
     limits: PluginLimits,
     grants: Grants,
     sessions: Option<Arc<SessionManager>>,
-    /// One permit per call in progress: at most `max_instances` instances exist.
-    calls: Arc<Semaphore>,
+    /// One permit per live instance: at most `max_instances` exist.
+    instances: Arc<Semaphore>,
+    /// Signalled whenever an instance is put back or dropped, for calls waiting for one.
+    freed: Arc<Notify>,
     warm: Mutex<Vec<Instance>>,
     metrics: Arc<PluginMetrics>,
 }
@@ -126,8 +128,22 @@ struct Instance {
     store: Store<PluginState>,
     plugin: Plugin,
     calls: u32,
-    /// Its slot in the engine's instance pool.
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
+}
+
+/// An instance's place under the plugin's instance cap and in the engine's pool. Giving it up
+/// wakes a call that waits for an instance.
+struct Slot {
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Release first, so that the woken call finds the permits free.
+        self.permits.take();
+        self.freed.notify_one();
+    }
 }
 
 /// A call that produced no action.
@@ -182,17 +198,25 @@ impl WasmInterceptor {
             limits: spec.limits,
             grants: spec.grants.clone(),
             sessions: env.sessions.clone(),
-            calls: Arc::new(Semaphore::new(spec.limits.max_instances.max(1))),
+            instances: Arc::new(Semaphore::new(spec.limits.max_instances.max(1))),
+            freed: Arc::default(),
             warm: Mutex::default(),
             metrics,
         };
-        let slot = interceptor.slot().map_err(|reason| PluginError::Start {
-            name: name.to_owned(),
-            reason,
-        })?;
+        let slot = interceptor
+            .slot()
+            .ok()
+            .flatten()
+            .ok_or_else(|| PluginError::Start {
+                name: name.to_owned(),
+                reason: "the plugin instance pool is full; raise `pool_size` in the [wasm] section"
+                    .into(),
+            })?;
         let (instance, interest) = interceptor.start(slot).await?;
         interceptor.interest = interest;
-        interceptor.put_back(instance);
+        if !spec.limits.fresh_instances {
+            interceptor.put_back(instance);
+        }
         tracing::info!(plugin = name, path = %spec.path.display(), compiled = matches!(origin, Origin::Compiled), "loaded plugin");
         Ok(interceptor)
     }
@@ -201,15 +225,23 @@ impl WasmInterceptor {
         &self.metrics
     }
 
-    /// A slot in the engine's instance pool, or why there is none.
-    fn slot(&self) -> Result<OwnedSemaphorePermit, String> {
-        self.engine.slots.clone().try_acquire_owned().map_err(|_| {
-            "the plugin instance pool is full; raise `pool_size` in the [wasm] section".into()
-        })
+    /// A slot for one more instance: `None` at the plugin's instance cap, an error when the
+    /// engine's pool is full.
+    fn slot(&self) -> Result<Option<Slot>, String> {
+        let Ok(instance) = self.instances.clone().try_acquire_owned() else {
+            return Ok(None);
+        };
+        let pooled = self.engine.slots.clone().try_acquire_owned().map_err(
+            |_| "the plugin instance pool is full; raise `pool_size` in the [wasm] section",
+        )?;
+        Ok(Some(Slot {
+            permits: Some((instance, pooled)),
+            freed: self.freed.clone(),
+        }))
     }
 
     /// Starts a fresh instance and initialises it with the plugin's configuration.
-    async fn start(&self, slot: OwnedSemaphorePermit) -> Result<(Instance, Interest), PluginError> {
+    async fn start(&self, slot: Slot) -> Result<(Instance, Interest), PluginError> {
         let start_error = |e: wasmtime::Error| PluginError::Start {
             name: self.name.to_string(),
             reason: format!("{e:#}"),
@@ -229,12 +261,12 @@ impl WasmInterceptor {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        self.arm(&mut store).map_err(start_error)?;
+        self.arm(&mut store, Instant::now()).map_err(start_error)?;
         let plugin = self
             .within_budget(self.pre.instantiate_async(&mut store))
             .await
             .map_err(start_error)?;
-        self.arm(&mut store).map_err(start_error)?;
+        self.arm(&mut store, Instant::now()).map_err(start_error)?;
         let declared = self
             .within_budget(plugin.call_init(&mut store, &self.config))
             .await
@@ -269,9 +301,9 @@ impl WasmInterceptor {
             .unwrap_or_else(|_| Err(OutOfTime.into()))
     }
 
-    /// Gives the next call on this store its full time (and fuel) budget.
-    fn arm(&self, store: &mut Store<PluginState>) -> wasmtime::Result<()> {
-        store.data_mut().deadline = Instant::now() + self.limits.call_timeout;
+    /// Gives the next call on this store its full time (and fuel) budget, counted from `now`.
+    fn arm(&self, store: &mut Store<PluginState>, now: Instant) -> wasmtime::Result<()> {
+        store.data_mut().deadline = now + self.limits.call_timeout;
         store.set_epoch_deadline(1);
         if self.engine.options.fuel {
             store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX))?;
@@ -279,31 +311,43 @@ impl WasmInterceptor {
         Ok(())
     }
 
-    /// A warm instance, or a new one once the plugin is below its instance cap.
-    async fn instance(&self) -> Result<(Instance, OwnedSemaphorePermit), CallError> {
+    /// A warm instance; else a new one while the plugin is below its instance cap; else the
+    /// first one to come back before `deadline`.
+    async fn instance(&self, deadline: Instant) -> Result<Instance, CallError> {
+        if let Some(instance) = self.take_warm() {
+            return Ok(instance);
+        }
         let unavailable = |reason: String| CallError {
             failure: Failure::Unavailable,
             reason,
         };
-        let permit =
-            tokio::time::timeout(self.limits.call_timeout, self.calls.clone().acquire_owned())
+        loop {
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(instance) = self.take_warm() {
+                return Ok(instance);
+            }
+            if let Some(slot) = self.slot().map_err(unavailable)? {
+                let (instance, _) = self.start(slot).await.map_err(|e| CallError {
+                    failure: Failure::Trap,
+                    reason: e.to_string(),
+                })?;
+                return Ok(instance);
+            }
+            tokio::time::timeout_at(deadline.into(), freed)
                 .await
                 .map_err(|_| {
                     unavailable("every instance stayed busy for the whole time budget".into())
-                })?
-                .expect("the call semaphore is never closed");
-        if let Some(instance) = self.take_warm() {
-            return Ok((instance, permit));
+                })?;
         }
-        let slot = self.slot().map_err(unavailable)?;
-        let (instance, _) = self.start(slot).await.map_err(|e| CallError {
-            failure: Failure::Trap,
-            reason: e.to_string(),
-        })?;
-        Ok((instance, permit))
     }
 
-    async fn call(&self, ctx: &InterceptContext) -> Result<InterceptAction, CallError> {
+    async fn call(
+        &self,
+        ctx: &InterceptContext,
+        started: Instant,
+    ) -> Result<InterceptAction, CallError> {
         let bad_action = |reason: String| CallError {
             failure: Failure::BadAction,
             reason,
@@ -313,7 +357,7 @@ impl WasmInterceptor {
             .kind()
             .ok_or_else(|| bad_action("message has no envelope".into()))?;
         let kind = wit_kind(kind).map_err(|e| bad_action(e.0))?;
-        let (mut instance, _permit) = self.instance().await?;
+        let mut instance = self.instance(started + self.limits.call_timeout).await?;
         let message = wit::Message {
             json: ctx.message.as_str(),
             kind,
@@ -325,10 +369,11 @@ impl WasmInterceptor {
             protocol_version: ctx.protocol_version.as_deref(),
             frame_id: ctx.frame_id,
         };
-        self.arm(&mut instance.store).map_err(|e| CallError {
-            failure: Failure::Trap,
-            reason: format!("{e:#}"),
-        })?;
+        self.arm(&mut instance.store, started)
+            .map_err(|e| CallError {
+                failure: Failure::Trap,
+                reason: format!("{e:#}"),
+            })?;
         instance.store.data_mut().session = Some(ctx.session_id.clone());
         let action = self
             .within_budget(instance.plugin.call_intercept(&mut instance.store, message))
@@ -343,7 +388,7 @@ impl WasmInterceptor {
             })?;
         instance.store.data_mut().session = None;
         instance.calls += 1;
-        if instance.calls < RECYCLE_AFTER_CALLS {
+        if !self.limits.fresh_instances && instance.calls < RECYCLE_AFTER_CALLS {
             self.put_back(instance);
         }
         action_from(action, &ctx.message).map_err(|e| bad_action(e.0))
@@ -358,6 +403,7 @@ impl WasmInterceptor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(instance);
+        self.freed.notify_one();
     }
 }
 
@@ -373,7 +419,7 @@ impl Interceptor for WasmInterceptor {
 
     async fn intercept(&self, ctx: &InterceptContext) -> Result<InterceptAction, InterceptError> {
         let started = Instant::now();
-        let outcome = self.call(ctx).await;
+        let outcome = self.call(ctx, started).await;
         let recorded = outcome.as_ref().map_err(|e| e.failure);
         self.metrics.record(started.elapsed(), recorded);
         outcome.map_err(|e| InterceptError(e.reason))

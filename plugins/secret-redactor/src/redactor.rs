@@ -8,59 +8,61 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The built-in detectors: name, pattern, and an extra check for patterns that would
+/// A built-in detector: a name, a pattern, and an extra check for patterns that would
 /// otherwise match too much. A group named `secret` narrows the redaction to that group.
-const BUILT_IN: &[(&str, &str, Option<fn(&str) -> bool>)] = &[
-    (
+struct BuiltIn(&'static str, &'static str, Option<fn(&str) -> bool>);
+
+const BUILT_IN: &[BuiltIn] = &[
+    BuiltIn(
         "private-key",
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
         None,
     ),
-    ("aws-access-key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", None),
-    (
+    BuiltIn("aws-access-key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", None),
+    BuiltIn(
         "aws-secret-key",
         r#"(?i)aws_?secret_?(?:access_?)?key["']?\s*[:=]\s*["']?(?P<secret>[A-Za-z0-9/+=]{40})\b"#,
         None,
     ),
-    (
+    BuiltIn(
         "github-token",
         r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
         None,
     ),
-    ("slack-token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", None),
-    (
+    BuiltIn("slack-token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", None),
+    BuiltIn(
         "stripe-key",
         r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}\b",
         None,
     ),
-    ("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}\b", None),
-    (
+    BuiltIn("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}\b", None),
+    BuiltIn(
         "openai-key",
         r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{32,}",
         None,
     ),
-    (
+    BuiltIn(
         "jwt",
         r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}",
         None,
     ),
-    (
+    BuiltIn(
         "bearer-token",
         r"(?i)\bbearer\s+(?P<secret>[A-Za-z0-9._~+/-]{20,}=*)",
         None,
     ),
-    (
+    BuiltIn(
         "password",
         r#"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token)["']?\s*[:=]\s*["']?(?P<secret>[^\s"',;]{6,})"#,
         None,
     ),
-    (
+    BuiltIn(
         "email",
         r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
         None,
     ),
-    ("credit-card", r"\b(?:\d[ -]?){12,18}\d\b", Some(luhn)),
-    (
+    BuiltIn("credit-card", r"\b(?:\d[ -]?){12,18}\d\b", Some(luhn)),
+    BuiltIn(
         "us-ssn",
         r"\b(?P<secret>(?:00[1-9]|0[1-9]\d|[1-578]\d\d|6[0-57-9]\d|66[0-57-9])-(?:0[1-9]|[1-9]\d)-(?:000[1-9]|00[1-9]\d|0[1-9]\d\d|[1-9]\d{3}))\b",
         None,
@@ -143,14 +145,14 @@ impl Redactor {
     pub fn from_json(config: &str) -> Result<Self, String> {
         let invalid = |detail: String| format!("invalid secret-redactor config: {detail}");
         let config: Config = serde_json::from_str(config).map_err(|e| invalid(e.to_string()))?;
-        let built_in = |name: &str| BUILT_IN.iter().find(|(known, _, _)| *known == name);
+        let built_in = |name: &str| BUILT_IN.iter().find(|BuiltIn(known, _, _)| *known == name);
         let chosen: Vec<_> = match &config.detectors {
             None => BUILT_IN.iter().collect(),
             Some(names) => names
                 .iter()
                 .map(|name| {
                     built_in(name).ok_or_else(|| {
-                        let known: Vec<&str> = BUILT_IN.iter().map(|(n, _, _)| *n).collect();
+                        let known: Vec<&str> = BUILT_IN.iter().map(|BuiltIn(n, _, _)| *n).collect();
                         invalid(format!(
                             "unknown detector '{name}' (known: {})",
                             known.join(", ")
@@ -161,7 +163,7 @@ impl Redactor {
         };
         let mut detectors: Vec<Detector> = chosen
             .into_iter()
-            .map(|(name, pattern, check)| Detector {
+            .map(|BuiltIn(name, pattern, check)| Detector {
                 name: (*name).to_owned(),
                 regex: Regex::new(pattern).expect("built-in patterns compile"),
                 check: *check,
@@ -266,7 +268,7 @@ fn luhn(candidate: &str) -> bool {
             (false, _) => d,
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 #[cfg(test)]
