@@ -448,7 +448,10 @@ mod tests {
         assert_eq!(plugins[0].grants(), Grants::from([Capability::Log]));
         assert_eq!(plugins[1].grants().len(), 3);
         assert_eq!(plugins[1].limits().fuel, Some(5));
-        assert_eq!(plugins[1].config_json(), serde_json::json!({"max_calls": 3}));
+        assert_eq!(
+            plugins[1].config_json(),
+            serde_json::json!({"max_calls": 3})
+        );
 
         std::fs::write(policies.join("a.toml"), "name = \"b\"\n").unwrap();
         let error = config.plugin_configs().unwrap_err().to_string();

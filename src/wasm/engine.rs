@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::Interceptor;
+use super::bindings::StatefulInterceptor as Interceptor;
 use super::host::PluginState;
 
 /// How often the epoch advances: the granularity of yielding and of time budgets.

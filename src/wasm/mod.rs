@@ -22,11 +22,12 @@ pub use metrics::{Failure, LATENCY_BUCKETS_US, MetricsSnapshot, PluginMetrics};
 pub use plugin::{CONTRACT_VERSION, PluginEnv, PluginError, PluginSpec, WasmInterceptor};
 pub use registry::{PluginRegistry, RegistryError, ReloadReport};
 
-/// Host bindings generated from the WIT contract.
+/// Host bindings generated from the WIT contract, for its widest world: its imports cover every
+/// plugin's, and every world exports the same functions.
 mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
-        world: "interceptor",
+        world: "stateful-interceptor",
         imports: {
             default: trappable,
             // Session state lives in the session store, which is async.

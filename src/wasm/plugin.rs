@@ -19,7 +19,7 @@ use wasmtime::component::Component;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::membrane::interceptor::types as wit;
-use super::bindings::{Interceptor as Plugin, InterceptorPre as PluginPre};
+use super::bindings::{StatefulInterceptor as Plugin, StatefulInterceptorPre as PluginPre};
 use super::cache::{ComponentCache, Origin};
 use super::engine::{EPOCH_TICK, PluginEngine, PluginLimits};
 use super::host::{Capability, Grants, PluginState};

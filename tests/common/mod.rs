@@ -63,6 +63,46 @@ pub fn plugin(name: &str) -> PathBuf {
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// The Python plugin in `plugins/python/<name>`, built with the pinned componentize-py once per
+/// version of its source and of the contract (a build takes half a minute) and kept with the
+/// peers.
+pub fn python_plugin(name: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let source = repo().join("plugins/python").join(name);
+    let mut hash = Sha256::new();
+    for file in [source.join("app.py"), repo().join("wit/interceptor.wit")] {
+        hash.update(std::fs::read(file).unwrap());
+    }
+    let hash = format!("{:x}", hash.finalize());
+    let built = peers()
+        .join("python-plugins")
+        .join(format!("{name}-{}.wasm", &hash[..16]));
+    if !built.exists() {
+        let staging = built.with_extension("partial");
+        std::fs::create_dir_all(built.parent().unwrap()).unwrap();
+        let status = std::process::Command::new(peers().join("venv/bin/componentize-py"))
+            .current_dir(repo())
+            .args([
+                "--wit-path",
+                "wit",
+                "--world",
+                "interceptor",
+                "componentize",
+                "app",
+            ])
+            .arg("--python-path")
+            .arg(&source)
+            .arg("--output")
+            .arg(&staging)
+            .stdout(Stdio::null())
+            .status()
+            .expect("running componentize-py");
+        assert!(status.success(), "building the Python plugin {name} failed");
+        std::fs::rename(&staging, &built).unwrap();
+    }
+    built
+}
+
 /// Loads a built plugin with `config`, the given limits and the default grants (log).
 pub async fn load_plugin(
     engine: &std::sync::Arc<membrane::wasm::PluginEngine>,
@@ -199,7 +239,11 @@ impl RawClient {
 
     /// Waits until membrane's log has `count` lines containing `needle`; returns the log.
     pub async fn wait_for_log(&self, needle: &str, count: usize) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.wait_for_log_within(needle, count, WAIT).await
+    }
+
+    pub async fn wait_for_log_within(&self, needle: &str, count: usize, wait: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let log = self.log();
             if log.lines().filter(|line| line.contains(needle)).count() >= count {

@@ -9,11 +9,13 @@
 #   DIR/npm/node_modules/@modelcontextprotocol/server-everything   (server, stdio)
 #   DIR/npm/node_modules/@modelcontextprotocol/sdk                 (TypeScript SDK)
 #   DIR/venv/bin/python  with mcp==2.3.0                           (Python SDK)
+#   DIR/venv/bin/componentize-py 0.25.1                             (builds Python plugins)
 set -euo pipefail
 
 EVERYTHING_VERSION=2026.8.31
 TS_SDK_VERSION=1.32.2
 PY_MCP_VERSION=2.3.0
+COMPONENTIZE_PY_VERSION=0.25.1
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -52,17 +54,21 @@ for pkg in "$everything_pkg:$EVERYTHING_VERSION" "$sdk_pkg:$TS_SDK_VERSION"; do
 done
 
 venv="$dir/venv"
-py_mcp_version() {
+# Prints the installed version of a Python package in the venv, or nothing.
+py_version() {
     [ -x "$venv/bin/python" ] || return 0
-    "$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null || true
+    "$venv/bin/python" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null || true
 }
-if [ "$(py_mcp_version)" != "$PY_MCP_VERSION" ]; then
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$PY_MCP_VERSION" >&2
-fi
-[ "$(py_mcp_version)" = "$PY_MCP_VERSION" ] \
-    || { echo "setup.sh: mcp in $venv is at '$(py_mcp_version)', wanted $PY_MCP_VERSION" >&2; exit 1; }
+for pkg in "mcp==$PY_MCP_VERSION" "componentize-py==$COMPONENTIZE_PY_VERSION"; do
+    if [ "$(py_version "${pkg%%==*}")" != "${pkg##*==}" ]; then
+        [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "$pkg" >&2
+    fi
+    [ "$(py_version "${pkg%%==*}")" = "${pkg##*==}" ] \
+        || { echo "setup.sh: ${pkg%%==*} in $venv is at '$(py_version "${pkg%%==*}")', wanted ${pkg##*==}" >&2; exit 1; }
+done
 
 echo "server-everything $EVERYTHING_VERSION node $everything_pkg/dist/index.js stdio"
 echo "typescript-sdk $TS_SDK_VERSION $sdk_pkg"
 echo "python-mcp $PY_MCP_VERSION $venv/bin/python $here/python_client.py SCENARIO -- CMD ARGS..."
+echo "componentize-py $COMPONENTIZE_PY_VERSION $venv/bin/componentize-py"

@@ -24,7 +24,7 @@ mod plugin {
 
     use crate::limits::{Counter, Limits};
 
-    wit_bindgen::generate!({ path: "../../wit", world: "interceptor" });
+    wit_bindgen::generate!({ path: "../../wit", world: "stateful-interceptor" });
 
     use membrane::interceptor::host::{Level, log};
     use membrane::interceptor::session_kv;
