@@ -7,14 +7,15 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
 export MEMBRANE_PEERS_DIR="${MEMBRANE_PEERS_DIR:-$PWD/target/peers}"
+export MEMBRANE_PLUGINS_TARGET_DIR="${MEMBRANE_PLUGINS_TARGET_DIR:-$PWD/plugins/target}"
 bash tests/peers/setup.sh "$MEMBRANE_PEERS_DIR"
 
-cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir plugins/target
+cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir "$MEMBRANE_PLUGINS_TARGET_DIR"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
 {
-  cargo test --no-fail-fast --manifest-path plugins/Cargo.toml --target-dir plugins/target
+  cargo test --no-fail-fast --manifest-path plugins/Cargo.toml --target-dir "$MEMBRANE_PLUGINS_TARGET_DIR"
   plugins=$?
   cargo test --no-fail-fast --release
   membrane=$?

@@ -39,10 +39,14 @@ pub fn rmcp_server() -> PathBuf {
     server
 }
 
-/// A plugin from `plugins/`, built for wasm32-wasip2 on first use.
+/// A plugin from `plugins/`, built for wasm32-wasip2 on first use (into
+/// `$MEMBRANE_PLUGINS_TARGET_DIR`, or `plugins/target`).
 pub fn plugin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let target = BUILT.get_or_init(|| {
+        let target = std::env::var_os("MEMBRANE_PLUGINS_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("plugins/target"));
         let status = std::process::Command::new(env!("CARGO"))
             .args([
                 "build",
@@ -53,13 +57,14 @@ pub fn plugin(name: &str) -> PathBuf {
             ])
             .arg(repo().join("plugins/Cargo.toml"))
             .arg("--target-dir")
-            .arg(repo().join("plugins/target"))
+            .arg(&target)
             .status()
             .expect("running cargo for the plugins");
         assert!(status.success(), "building the plugins failed");
+        target
     });
-    repo()
-        .join("plugins/target/wasm32-wasip2/release")
+    target
+        .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
