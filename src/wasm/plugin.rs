@@ -39,6 +39,8 @@ const CONTRACT_PACKAGE: &str = "membrane:interceptor";
 /// fragments it) starts afresh now and then.
 const RECYCLE_AFTER_CALLS: u32 = 10_000;
 
+const POOL_FULL: &str = "the plugin instance pool is full; raise `pool_size` in the [wasm] section";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error("plugin '{name}' is not a membrane interceptor component: {reason}")]
@@ -209,8 +211,7 @@ impl WasmInterceptor {
             .flatten()
             .ok_or_else(|| PluginError::Start {
                 name: name.to_owned(),
-                reason: "the plugin instance pool is full; raise `pool_size` in the [wasm] section"
-                    .into(),
+                reason: POOL_FULL.into(),
             })?;
         let (instance, interest) = interceptor.start(slot).await?;
         interceptor.interest = interest;
@@ -231,9 +232,12 @@ impl WasmInterceptor {
         let Ok(instance) = self.instances.clone().try_acquire_owned() else {
             return Ok(None);
         };
-        let pooled = self.engine.slots.clone().try_acquire_owned().map_err(
-            |_| "the plugin instance pool is full; raise `pool_size` in the [wasm] section",
-        )?;
+        let pooled = self
+            .engine
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| POOL_FULL)?;
         Ok(Some(Slot {
             permits: Some((instance, pooled)),
             freed: self.freed.clone(),
