@@ -21,6 +21,13 @@
 //! [pause]
 //! on_timeout = "block"          # or "continue"
 //!
+//! [http]                        # Streamable HTTP, either side
+//! allowed_origins = ["https://app.example.com"]   # browser origins besides loopback; "*": any
+//! keep_alive_secs = 15          # comment on idle SSE streams
+//! event_retention = 256         # events each stream keeps for Last-Event-ID replay
+//! connect_timeout_secs = 5      # upstream connection
+//! upstream_timeout_secs = 300   # wait for an upstream response to begin, or for its next event
+//!
 //! [[plugins]]
 //! name = "tool-guard"
 //! path = "tool_guard.wasm"      # relative to this file
@@ -41,8 +48,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::interceptor::{FailurePolicy, PauseTimeoutPolicy};
+use crate::proxy::reverse::HttpOptions;
 use crate::session::SessionConfig;
 use crate::transport::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::transport::streamable_http::UpstreamOptions;
 use crate::wasm::{Capability, ComponentCache, Grants, PluginLimits, PluginSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +87,8 @@ pub struct Config {
     #[serde(default)]
     pub wasm: WasmSection,
     #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
     pub plugins: Vec<PluginConfig>,
     /// A directory of plugins: each `*.wasm` in it (by file name) joins the chain after
     /// `plugins`, configured by the `.toml` of the same name beside it, if any.
@@ -94,6 +105,7 @@ impl Default for Config {
             session: SessionSection::default(),
             pause: PauseSection::default(),
             wasm: WasmSection::default(),
+            http: HttpSection::default(),
             plugins: Vec::new(),
             plugin_dir: None,
             watch: true,
@@ -130,6 +142,28 @@ impl WasmSection {
     pub fn cache(&self) -> Option<ComponentCache> {
         let dir = self.cache_dir.clone().or_else(ComponentCache::default_dir);
         dir.filter(|_| self.cache).map(ComponentCache::new)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    pub allowed_origins: Vec<String>,
+    pub keep_alive_secs: u64,
+    pub event_retention: usize,
+    pub connect_timeout_secs: u64,
+    pub upstream_timeout_secs: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            keep_alive_secs: 15,
+            event_retention: 256,
+            connect_timeout_secs: 5,
+            upstream_timeout_secs: 300,
+        }
     }
 }
 
@@ -205,6 +239,26 @@ impl Config {
             return Err(ConfigError::DuplicateName(twice));
         }
         Ok(plugins)
+    }
+
+    /// How membrane's HTTP endpoint behaves.
+    pub fn http_options(&self) -> HttpOptions {
+        HttpOptions {
+            allowed_origins: self.http.allowed_origins.clone(),
+            keep_alive: Duration::from_secs(self.http.keep_alive_secs.max(1)),
+            event_retention: self.http.event_retention,
+            retry: Duration::from_secs(1),
+            max_message_size: self.max_message_size,
+        }
+    }
+
+    /// How membrane talks to HTTP upstreams.
+    pub fn upstream_options(&self) -> UpstreamOptions {
+        UpstreamOptions {
+            connect_timeout: Duration::from_secs(self.http.connect_timeout_secs),
+            response_timeout: Duration::from_secs(self.http.upstream_timeout_secs),
+            max_message_size: self.max_message_size,
+        }
     }
 
     pub fn session_config(&self) -> SessionConfig {

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     Blocked,
     /// The upstream server could not answer (it exited, or could not be reached).
     UpstreamUnavailable,
+    /// HTTP headers that mirror the body say something else (protocol 2026-07-28).
+    HeaderMismatch,
 }
 
 impl ErrorCode {
@@ -25,6 +27,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => -32600,
             ErrorCode::Blocked => -32001,
             ErrorCode::UpstreamUnavailable => -32002,
+            ErrorCode::HeaderMismatch => -32020,
         }
     }
 }
@@ -32,6 +35,17 @@ impl ErrorCode {
 /// A JSON-RPC error response. `id` is the request's id as JSON text; `None` becomes `null`.
 pub fn error_response(id: Option<&str>, code: ErrorCode, message: &str) -> Message {
     let body = serde_json::json!({ "code": code.code(), "message": message });
+    envelope(id, "error", &body.to_string())
+}
+
+/// A JSON-RPC error response with a `data` member.
+pub fn error_response_with_data(
+    id: Option<&str>,
+    code: ErrorCode,
+    message: &str,
+    data: &serde_json::Value,
+) -> Message {
+    let body = serde_json::json!({ "code": code.code(), "message": message, "data": data });
     envelope(id, "error", &body.to_string())
 }
 

@@ -5,7 +5,7 @@
 mod error;
 mod message;
 
-pub use error::{ErrorCode, error_response, result_response};
+pub use error::{ErrorCode, error_response, error_response_with_data, result_response};
 pub use message::{Message, MessageError, MessageKind};
 
 /// The `initialize` method, whose request and result carry the protocol version.

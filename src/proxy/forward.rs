@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::Pipeline;
+use super::{Pipeline, shutdown_signal};
 use crate::session::SessionError;
 use crate::transport::{IncomingTransport, OutgoingTransport, TransportError};
 
@@ -27,14 +27,24 @@ pub async fn run(
     let Some(client) = incoming.accept().await? else {
         return Ok(0);
     };
-    let upstream = upstream.connect().await?;
+    let session = pipeline
+        .sessions
+        .create(client.transport_type, upstream.transport_type())
+        .await?;
+    let upstream = match upstream.connect().await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            pipeline.sessions.remove(&session.id).await?;
+            return Err(e.into());
+        }
+    };
     let sessions = pipeline.sessions.clone();
     let signals = tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         sessions.close_all().await;
     });
-    let end = pipeline.serve_session(client, upstream).await;
+    let end = pipeline.serve_session(session, client, upstream).await;
     signals.abort();
     let end = end?;
     Ok(if end.upstream_first {
@@ -45,18 +55,4 @@ pub async fn run(
     } else {
         0
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
 }

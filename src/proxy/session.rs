@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Lane, Pipeline, SessionContext};
 use crate::protocol::{Direction, ErrorCode, error_response};
-use crate::session::SessionError;
+use crate::session::{Session, SessionError};
 use crate::transport::{Closed, Connection, Inbound};
 
 /// How long each step of ending a session (a side finishing on its own, a server exiting) may
@@ -36,16 +36,15 @@ enum Ending {
 }
 
 impl Pipeline {
-    /// Relays between `client` and `upstream` until one side ends or the session is closed.
+    /// Relays between `client` and `upstream` for `session` (just created, see
+    /// [`SessionManager::create`](crate::session::SessionManager::create)) until one side ends or
+    /// the session is closed; then removes the session.
     pub async fn serve_session(
         self: &Arc<Self>,
+        session: Session,
         client: Connection,
         upstream: Connection,
     ) -> Result<SessionEnd, SessionError> {
-        let session = self
-            .sessions
-            .create(client.transport_type, upstream.transport_type)
-            .await?;
         let closed = self
             .sessions
             .closed_signal(&session.id)

@@ -42,13 +42,19 @@ impl Outbox {
     }
 }
 
-#[cfg(test)]
 impl Outbox {
     /// An outbox whose messages land in the returned receiver.
     pub(crate) fn channel() -> (Outbox, mpsc::Receiver<Message>) {
         let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
         (Outbox(tx), rx)
     }
+}
+
+/// The messages of a channel as a stream, for connections fed by tasks.
+pub(crate) fn receiver_stream<T: Send + 'static>(
+    mut receiver: mpsc::Receiver<T>,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 /// How a connection ended.

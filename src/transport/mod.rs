@@ -7,13 +7,16 @@
 mod connection;
 mod framing;
 mod stdio;
+pub mod streamable_http;
 mod subprocess;
 
 use async_trait::async_trait;
 
+pub(crate) use connection::receiver_stream;
 pub use connection::{Closed, Connection, ConnectionCloser, Frame, Inbound, Outbox};
 pub use framing::{DEFAULT_MAX_MESSAGE_SIZE, NewlineCodec};
 pub use stdio::StdioIncoming;
+pub use streamable_http::StreamableHttpOutgoing;
 pub use subprocess::SubprocessOutgoing;
 
 /// The transport of one side of a session (MCP defines exactly these two).
@@ -40,6 +43,8 @@ pub enum TransportError {
         command: String,
         source: std::io::Error,
     },
+    #[error("invalid upstream URL `{url}`: {reason}")]
+    Url { url: String, reason: String },
     #[error("transport I/O failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -59,4 +64,16 @@ pub trait OutgoingTransport: Send + Sync {
     fn transport_type(&self) -> TransportType;
 
     async fn connect(&self) -> Result<Connection, TransportError>;
+
+    /// Opens a connection for one stateless exchange (protocol 2026-07-28 and later: no
+    /// handshake, no session). `forwarded` holds the client's request headers that an HTTP
+    /// upstream must see too (`Mcp-Param-*`). A stdio upstream gets a process of its own.
+    async fn connect_stateless(
+        &self,
+        version: &str,
+        forwarded: axum::http::HeaderMap,
+    ) -> Result<Connection, TransportError> {
+        let _ = (version, forwarded);
+        self.connect().await
+    }
 }

@@ -1,0 +1,422 @@
+//! [`SessionStreams`]: where the messages membrane sends to one HTTP client go. Each POST that
+//! carries requests opens a stream that ends with their last answer; the client's GET opens the
+//! standalone stream (number 0). Answers follow their request's stream; progress follows the
+//! request that asked for it (its `progressToken`); anything else the server starts goes to the
+//! GET stream if one is open, else to the newest POST stream still waiting, else waits on the
+//! standalone stream for the next GET. Every event gets an [`EventId`] naming its stream and its
+//! place in it, and each stream keeps its last `retention` events, so a client whose stream was
+//! cut can resume it with `Last-Event-ID` and miss nothing, on that stream only.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use crate::protocol::{Message, MessageKind, id_key};
+
+/// A stream of one session: 0 is the standalone (GET) stream, then one per POST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamId(pub u32);
+
+const STANDALONE: StreamId = StreamId(0);
+
+/// An SSE event id: the stream and the event's sequence number in it, written `stream.seq`.
+/// Sequence numbers start at 1; 0 names the priming event before the first message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventId {
+    pub stream: StreamId,
+    pub seq: u64,
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.stream.0, self.seq)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (stream, seq) = s.split_once('.').ok_or(())?;
+        Ok(EventId {
+            stream: StreamId(stream.parse().map_err(|_| ())?),
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// One message on its way to the client, with the id of the event that carries it.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub id: EventId,
+    pub message: Message,
+}
+
+/// Where a routed message must be sent: the stream's live receiver, if one is attached.
+pub struct Delivery {
+    pub to: Option<mpsc::Sender<StreamEvent>>,
+    pub event: StreamEvent,
+}
+
+/// Why a stream cannot be attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("a GET stream is already open for this session")]
+    Conflict,
+    #[error("no such stream in this session (or its events are gone)")]
+    UnknownStream,
+    #[error("the session has ended")]
+    Closed,
+}
+
+/// Events waiting in a live stream's channel before routing waits for the client to read.
+const LIVE_DEPTH: usize = 64;
+
+/// Finished POST streams kept for replay, per session.
+const FINISHED_KEPT: usize = 32;
+
+/// The client-facing streams of one session.
+pub struct SessionStreams {
+    state: Mutex<State>,
+    retention: usize,
+}
+
+#[derive(Default)]
+struct State {
+    next_stream: u32,
+    streams: HashMap<StreamId, Stream>,
+    /// Requests awaiting an answer (by id key), and the stream the answer goes out on.
+    requests: HashMap<String, StreamId>,
+    /// Progress tokens of requests awaiting an answer, and their stream.
+    progress: HashMap<String, StreamId>,
+    /// Finished POST streams, oldest first.
+    finished: VecDeque<StreamId>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Stream {
+    /// Requests on this stream not answered yet; a POST stream ends at zero.
+    pending: usize,
+    last_seq: u64,
+    /// The last sequence number handed to a live receiver.
+    delivered: u64,
+    tail: VecDeque<StreamEvent>,
+    live: Option<mpsc::Sender<StreamEvent>>,
+}
+
+impl SessionStreams {
+    /// Streams that each keep their last `retention` events for replay.
+    pub fn new(retention: usize) -> Self {
+        let mut state = State {
+            next_stream: 1,
+            ..State::default()
+        };
+        state.streams.insert(STANDALONE, Stream::default());
+        Self {
+            state: Mutex::new(state),
+            retention,
+        }
+    }
+
+    /// Opens the stream for a POST carrying `requests`; it ends once each is answered.
+    pub fn open(&self, requests: &[Message]) -> (StreamId, mpsc::Receiver<StreamEvent>) {
+        let (tx, rx) = mpsc::channel(LIVE_DEPTH);
+        let mut state = self.state();
+        let id = StreamId(state.next_stream);
+        state.next_stream += 1;
+        for request in requests {
+            if let Some(key) = request.id() {
+                state.requests.insert(id_key(key).into_owned(), id);
+            }
+            if let Some(token) = progress_token(request, "_meta") {
+                state.progress.insert(token, id);
+            }
+        }
+        let live = (!state.closed).then_some(tx);
+        let stream = Stream {
+            pending: requests.len(),
+            live,
+            ..Stream::default()
+        };
+        state.streams.insert(id, stream);
+        (id, rx)
+    }
+
+    /// Decides which stream `message` goes out on and records it there.
+    pub fn route(&self, message: Message) -> Delivery {
+        let mut state = self.state();
+        let answered = match message.kind() {
+            Some(MessageKind::Response | MessageKind::Error) => message
+                .id()
+                .and_then(|id| state.requests.remove(id_key(id).as_ref())),
+            _ => None,
+        };
+        let stream = answered
+            .or_else(|| {
+                progress_token(&message, "params")
+                    .and_then(|token| state.progress.get(&token).copied())
+            })
+            .unwrap_or_else(|| state.unsolicited_stream());
+        let retention = self.retention;
+        let entry = state.streams.entry(stream).or_default();
+        entry.last_seq += 1;
+        let event = StreamEvent {
+            id: EventId {
+                stream,
+                seq: entry.last_seq,
+            },
+            message,
+        };
+        entry.tail.push_back(event.clone());
+        if entry.tail.len() > retention {
+            entry.tail.pop_front();
+        }
+        if entry.live.is_some() {
+            entry.delivered = entry.last_seq;
+        }
+        if answered.is_some() {
+            entry.pending = entry.pending.saturating_sub(1);
+            if entry.pending == 0 {
+                // The stream's last answer: the live sender goes with it, ending the response.
+                let to = entry.live.take();
+                state.finish(stream);
+                return Delivery { to, event };
+            }
+        }
+        Delivery {
+            to: entry.live.clone(),
+            event,
+        }
+    }
+
+    /// Forgets a receiver that stopped reading (its client went away); its events stay in the
+    /// tail for a resuming GET.
+    pub fn detach(&self, stream: StreamId, sender: &mpsc::Sender<StreamEvent>) {
+        let mut state = self.state();
+        if let Some(entry) = state.streams.get_mut(&stream)
+            && entry
+                .live
+                .as_ref()
+                .is_some_and(|live| live.same_channel(sender))
+        {
+            entry.live = None;
+        }
+    }
+
+    /// Attaches a GET to the standalone stream: the events it holds that no one received yet,
+    /// then whatever comes next.
+    pub fn attach_standalone(
+        &self,
+    ) -> Result<(Vec<StreamEvent>, mpsc::Receiver<StreamEvent>), AttachError> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(AttachError::Closed);
+        }
+        let entry = state.streams.entry(STANDALONE).or_default();
+        if entry.live.as_ref().is_some_and(|live| !live.is_closed()) {
+            return Err(AttachError::Conflict);
+        }
+        let delivered = entry.delivered;
+        let backlog = entry.replay_after(delivered);
+        entry.delivered = entry.last_seq;
+        let (tx, rx) = mpsc::channel(LIVE_DEPTH);
+        entry.live = Some(tx);
+        Ok((backlog, rx))
+    }
+
+    /// Resumes the stream `last` belongs to: the events after it, then (if the stream has not
+    /// ended) whatever comes next.
+    pub fn resume(
+        &self,
+        last: EventId,
+    ) -> Result<(Vec<StreamEvent>, Option<mpsc::Receiver<StreamEvent>>), AttachError> {
+        let mut state = self.state();
+        let closed = state.closed;
+        let entry = state
+            .streams
+            .get_mut(&last.stream)
+            .ok_or(AttachError::UnknownStream)?;
+        if last.seq > entry.last_seq {
+            return Err(AttachError::UnknownStream);
+        }
+        let replay = entry.replay_after(last.seq);
+        let ongoing = last.stream == STANDALONE || entry.pending > 0;
+        let live = (ongoing && !closed).then(|| {
+            let (tx, rx) = mpsc::channel(LIVE_DEPTH);
+            entry.live = Some(tx);
+            entry.delivered = entry.last_seq;
+            rx
+        });
+        Ok((replay, live))
+    }
+
+    /// Ends every stream: the session is over.
+    pub fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        for entry in state.streams.values_mut() {
+            entry.live = None;
+        }
+    }
+
+    /// Requests still waiting for their answer.
+    pub fn pending(&self) -> usize {
+        self.state().requests.len()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    /// Where a message the client did not ask for goes: the GET stream when one is open, else
+    /// the newest POST stream still waiting for an answer (a client whose stream broke resumes
+    /// it), else the standalone stream's backlog.
+    fn unsolicited_stream(&self) -> StreamId {
+        let open = |entry: &Stream| entry.live.as_ref().is_some_and(|live| !live.is_closed());
+        if self.streams.get(&STANDALONE).is_some_and(open) {
+            return STANDALONE;
+        }
+        self.streams
+            .iter()
+            .filter(|(id, entry)| **id != STANDALONE && entry.pending > 0)
+            .map(|(id, _)| *id)
+            .max_by_key(|id| id.0)
+            .unwrap_or(STANDALONE)
+    }
+
+    /// A POST stream whose requests are all answered: kept a while for replay.
+    fn finish(&mut self, stream: StreamId) {
+        self.progress.retain(|_, s| *s != stream);
+        self.finished.push_back(stream);
+        if self.finished.len() > FINISHED_KEPT
+            && let Some(oldest) = self.finished.pop_front()
+        {
+            self.streams.remove(&oldest);
+        }
+    }
+}
+
+impl Stream {
+    fn replay_after(&self, seq: u64) -> Vec<StreamEvent> {
+        self.tail
+            .iter()
+            .filter(|event| event.id.seq > seq)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The `progressToken` in `<field>._meta` (a request asking for progress) or in `<field>` (a
+/// progress notification), as JSON text. Only messages that mention one are parsed.
+fn progress_token(message: &Message, field: &str) -> Option<String> {
+    memchr::memmem::find(message.raw(), b"progressToken")?;
+    let value = message.to_value().ok()?;
+    let token = match field {
+        "_meta" => &value["params"]["_meta"]["progressToken"],
+        _ if message.method() == Some("notifications/progress") => {
+            &value["params"]["progressToken"]
+        }
+        _ => return None,
+    };
+    (token.is_string() || token.is_number()).then(|| id_key(&token.to_string()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(json: &str) -> Message {
+        Message::new(json.to_owned())
+    }
+
+    #[test]
+    fn event_ids_name_their_stream() {
+        let id: EventId = "3.17".parse().unwrap();
+        assert_eq!((id.stream, id.seq), (StreamId(3), 17));
+        assert_eq!(id.to_string(), "3.17");
+        assert!("3".parse::<EventId>().is_err() && "a.1".parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn answers_and_progress_follow_their_request() {
+        let streams = SessionStreams::new(8);
+        let (a, mut rx_a) = streams.open(&[msg(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"p"}}}"#,
+        )]);
+        let (b, _rx_b) = streams.open(&[msg(r#"{"jsonrpc":"2.0","id":2,"method":"x"}"#)]);
+        let progress = streams.route(msg(
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#,
+        ));
+        assert_eq!(progress.event.id, EventId { stream: a, seq: 1 });
+        let stray = streams.route(msg(r#"{"jsonrpc":"2.0","method":"notifications/message"}"#));
+        assert_eq!(stray.event.id.stream, b, "the newest open POST stream");
+        let answer = streams.route(msg(r#"{"jsonrpc":"2.0","id":1.0,"result":{}}"#));
+        assert_eq!(answer.event.id, EventId { stream: a, seq: 2 });
+        let sender = answer.to.expect("live");
+        sender.try_send(answer.event).unwrap();
+        drop(sender);
+        assert!(rx_a.try_recv().is_ok());
+        assert!(
+            rx_a.try_recv().is_err() && rx_a.is_closed(),
+            "the stream ended"
+        );
+        assert_eq!(streams.pending(), 1);
+    }
+
+    #[test]
+    fn a_cut_stream_resumes_after_the_last_event_seen() {
+        let streams = SessionStreams::new(2);
+        let (s, rx) = streams.open(&[msg(r#"{"jsonrpc":"2.0","id":"r","method":"x"}"#)]);
+        drop(rx);
+        for n in 1..=3 {
+            let note = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"n":{n}}}}}"#
+            );
+            let d = streams.route(msg(&note));
+            if let Some(to) = d.to
+                && to.try_send(d.event).is_err()
+            {
+                streams.detach(s, &to);
+            }
+        }
+        let (replay, live) = streams.resume(EventId { stream: s, seq: 1 }).unwrap();
+        let seqs: Vec<u64> = replay.iter().map(|e| e.id.seq).collect();
+        assert_eq!(seqs, [2, 3], "after the last seen, within retention");
+        let mut live = live.expect("still waiting for its answer");
+        let answer = streams.route(msg(r#"{"jsonrpc":"2.0","id":"r","result":{}}"#));
+        answer.to.unwrap().try_send(answer.event).unwrap();
+        assert_eq!(live.try_recv().unwrap().id.seq, 4);
+        let (replay, live) = streams.resume(EventId { stream: s, seq: 3 }).unwrap();
+        assert_eq!(replay.len(), 1);
+        assert!(live.is_none(), "a finished stream only replays");
+        assert_eq!(
+            streams.resume(EventId { stream: s, seq: 9 }).unwrap_err(),
+            AttachError::UnknownStream
+        );
+    }
+
+    #[test]
+    fn server_messages_wait_for_a_get() {
+        let streams = SessionStreams::new(8);
+        let d = streams.route(msg(r#"{"jsonrpc":"2.0","id":5,"method":"roots/list"}"#));
+        assert!(d.to.is_none());
+        let (backlog, _rx) = streams.attach_standalone().unwrap();
+        assert_eq!(backlog.len(), 1);
+        assert_eq!(backlog[0].id.to_string(), "0.1");
+        assert_eq!(
+            streams.attach_standalone().unwrap_err(),
+            AttachError::Conflict
+        );
+        streams.close();
+        assert_eq!(
+            streams.attach_standalone().unwrap_err(),
+            AttachError::Closed
+        );
+    }
+}
