@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+pub mod http;
+
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -183,13 +185,58 @@ pub fn cache_home() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("cache")
 }
 
+/// A process's stderr as it is written: kept for assertions, echoed to the test's stderr.
+#[derive(Clone)]
+pub struct LogTail(Arc<Mutex<String>>);
+
+impl LogTail {
+    pub fn capture(stderr: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let mut lines = BufReader::new(stderr).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Self(log)
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until the log has `count` lines containing `needle`; returns the log.
+    pub async fn wait_for(&self, needle: &str, count: usize) -> String {
+        self.wait_for_within(needle, count, WAIT).await
+    }
+
+    pub async fn wait_for_within(&self, needle: &str, count: usize, wait: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let log = self.text();
+            if log.lines().filter(|line| line.contains(needle)).count() >= count {
+                return log;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never logged {needle:?} {count} time(s):\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// `membrane forward ARGS -- SERVER...` with piped stdio, speaking raw JSON lines.
 pub struct RawClient {
     pub child: Child,
     stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
     /// membrane's log so far, when it is captured.
-    log: Option<Arc<Mutex<String>>>,
+    log: Option<LogTail>,
 }
 
 impl RawClient {
@@ -202,11 +249,11 @@ impl RawClient {
 
     fn membrane_command(membrane_args: &[&str], server: &[&str]) -> Command {
         let mut command = Command::new(membrane());
+        command.arg("forward").args(membrane_args);
+        if !server.is_empty() {
+            command.arg("--").args(server);
+        }
         command
-            .arg("forward")
-            .args(membrane_args)
-            .arg("--")
-            .args(server)
             .env("MEMBRANE_LOG", "membrane=debug")
             .env("XDG_CACHE_HOME", cache_home());
         command
@@ -217,29 +264,13 @@ impl RawClient {
     pub fn spawn_logged(membrane_args: &[&str], server: &[&str]) -> Self {
         let mut command = Self::membrane_command(membrane_args, server);
         let mut client = Self::from_command(&mut command, Stdio::piped());
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut lines = BufReader::new(client.child.stderr.take().unwrap()).lines();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("{line}");
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        client.log = Some(log);
+        client.log = Some(LogTail::capture(client.child.stderr.take().unwrap()));
         client
     }
 
     /// membrane's log so far (from [`RawClient::spawn_logged`]).
     pub fn log(&self) -> String {
-        self.log
-            .as_ref()
-            .expect("the log is captured")
-            .lock()
-            .unwrap()
-            .clone()
+        self.log.as_ref().expect("the log is captured").text()
     }
 
     /// Waits until membrane's log has `count` lines containing `needle`; returns the log.
@@ -248,18 +279,8 @@ impl RawClient {
     }
 
     pub async fn wait_for_log_within(&self, needle: &str, count: usize, wait: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let log = self.log();
-            if log.lines().filter(|line| line.contains(needle)).count() >= count {
-                return log;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "membrane never logged {needle:?} {count} time(s):\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let log = self.log.as_ref().expect("the log is captured");
+        log.wait_for_within(needle, count, wait).await
     }
 
     /// The server itself, without membrane: the baseline to compare with.

@@ -3,9 +3,11 @@
 
 Usage:
     python_client.py [OPTIONS] SCENARIO -- CMD ARGS...
+    python_client.py [OPTIONS] SCENARIO -- http://HOST:PORT/mcp
 
 Spawns CMD over stdio (normally `membrane forward ... -- SERVER`), connects with
-`mcp.Client(StdioServerParameters(...))`, runs SCENARIO and prints exactly ONE JSON
+`mcp.Client(StdioServerParameters(...))` (or, given a URL, over Streamable HTTP with
+`mcp.Client(URL)`), runs SCENARIO and prints exactly ONE JSON
 object on stdout. The child's stderr is passed through to this process's stderr.
 
 Every output object carries:
@@ -199,8 +201,11 @@ def fatal(exc: BaseException) -> dict[str, Any]:
 
 
 async def run(opts: argparse.Namespace, command: list[str], out: dict[str, Any]) -> None:
-    params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
-    client = Client(params, mode=opts.mode, read_timeout_seconds=opts.timeout)
+    if len(command) == 1 and command[0].startswith(("http://", "https://")):
+        target: Any = command[0]
+    else:
+        target = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+    client = Client(target, mode=opts.mode, read_timeout_seconds=opts.timeout)
     async with client:
         out["protocol_version"] = client.protocol_version
         info = client.server_info

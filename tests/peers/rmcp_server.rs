@@ -12,6 +12,8 @@
 //! - `delete_file {path}`  -> "deleted <path>" (a stand-in dangerous tool; touches nothing)
 //!
 //! stdout carries JSON-RPC only; diagnostics go to stderr (filter with `RUST_LOG`).
+//! `--http ADDR` serves Streamable HTTP at `http://ADDR/mcp` instead (rmcp's
+//! `StreamableHttpService` in axum, sessions on), and logs `rmcp-peer: listening on URL`.
 //! `RMCP_PEER_PIPES=1` serves through `rmcp::transport::stdio_pipes()` (non-blocking
 //! pipes, no blocking-pool hop) instead of `rmcp::transport::stdio()`.
 
@@ -123,6 +125,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, addr] = &args[..]
+        && flag == "--http"
+    {
+        return serve_http(addr).await;
+    }
     eprintln!("rmcp-peer: serving MCP on stdio");
 
     let served = if std::env::var_os("RMCP_PEER_PIPES").is_some_and(|v| v == "1") {
@@ -144,5 +152,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let reason = service.waiting().await?;
     eprintln!("rmcp-peer: stopped ({reason:?})");
+    Ok(())
+}
+
+async fn serve_http(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpService, session::local::LocalSessionManager,
+    };
+    let service = StreamableHttpService::new(
+        || Ok(PeerServer::new()),
+        LocalSessionManager::default().into(),
+        Default::default(),
+    );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!(
+        "rmcp-peer: listening on http://{}/mcp",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router).await?;
     Ok(())
 }

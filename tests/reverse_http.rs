@@ -1,0 +1,563 @@
+//! `membrane reverse` and HTTP upstreams: MCP clients over Streamable HTTP in front of stdio
+//! and HTTP servers, with real SDK peers (rmcp, the Python `mcp` SDK, server-everything) and a
+//! raw HTTP client that checks statuses, headers, SSE events and resumption byte by byte.
+
+mod common;
+
+use std::time::Duration;
+
+use common::http::{Http, SseReader, membrane_reverse, python_http_server, rmcp_http_server};
+use common::{RawClient, WAIT, peers, plugin, rmcp_server, tool_text, write_config};
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Value, json};
+
+fn text_of(answer: &Value) -> String {
+    tool_text(answer).to_owned()
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid ...: the comm may hold spaces, so read after its ')'.
+            let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+            after.split_whitespace().nth(1) == Some(pid.to_string().as_str())
+        })
+        .count()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn rmcp_clients_over_http_each_get_their_own_stdio_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[plugins]]\npath = {:?}\n[plugins.config]\ndeny = [\"delete_*\"]\n",
+        plugin("tool-guard").display().to_string()
+    );
+    let config = write_config(dir.path(), &toml);
+    let server = rmcp_server();
+    let (membrane, url) = membrane_reverse(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--",
+        server.to_str().unwrap(),
+    ])
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+        let client = tokio::time::timeout(WAIT, ().serve(transport))
+            .await
+            .expect("handshake in time")
+            .expect("handshake through membrane");
+        clients.push(client);
+    }
+    membrane.log.wait_for("started upstream server", 2).await;
+    assert_eq!(children_of(membrane.pid()), 2, "one server per session");
+    for (n, client) in clients.iter().enumerate() {
+        let info = client.peer_info().expect("server info");
+        assert_eq!(info.server_info.as_ref().unwrap().name, "rmcp-peer");
+        let tools = client.list_all_tools().await.unwrap();
+        let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+        assert!(names.contains(&"echo".into()) && !names.contains(&"delete_file".into()));
+        let message = format!("hello from client {n}");
+        let echo = CallToolRequestParams::new("echo")
+            .with_arguments(json!({"message": message}).as_object().unwrap().clone());
+        let result = serde_json::to_value(client.call_tool(echo).await.unwrap()).unwrap();
+        assert_eq!(result["content"][0]["text"], message.as_str());
+        let delete = CallToolRequestParams::new("delete_file")
+            .with_arguments(json!({"path": "/etc/passwd"}).as_object().unwrap().clone());
+        let refused = client.call_tool(delete).await.expect_err("blocked");
+        assert!(
+            refused.to_string().contains("-32001") || refused.to_string().contains("blocked"),
+            "{refused}"
+        );
+    }
+    for client in clients {
+        client.cancel().await.unwrap();
+    }
+    membrane.log.wait_for("session ended", 2).await;
+    eventually("the servers are gone", || children_of(membrane.pid()) == 0).await;
+    assert_eq!(membrane.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn python_client_over_http_to_a_python_http_server() {
+    let (_server, upstream) = python_http_server(&[]).await;
+    let (membrane, url) = membrane_reverse(&["--upstream", &upstream]).await;
+    for mode in ["legacy", "auto"] {
+        let output = tokio::process::Command::new(peers().join("venv/bin/python"))
+            .arg(common::repo().join("tests/peers/python_client.py"))
+            .args([
+                "--mode",
+                mode,
+                "call",
+                "--tool",
+                "steps",
+                "--args",
+                r#"{"count": 3}"#,
+            ])
+            .args(["--", &url])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{mode}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(seen["server_name"], "python-peer", "{seen}");
+        assert_eq!(seen["call"]["text"], "done after 3 steps", "{seen}");
+    }
+    assert_eq!(membrane.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn sse_events_pass_through_and_a_cut_stream_resumes() {
+    let (_server, upstream) = python_http_server(&[]).await;
+    let (_membrane, url) = membrane_reverse(&["--upstream", &upstream]).await;
+    let mut client = Http::new(&url);
+    client.version = "2025-11-25";
+    client.initialize().await;
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "steps", "arguments": {"count": 4, "delay_ms": 300},
+        "_meta": {"progressToken": "p7"}
+    }});
+    let response = client.post(&call).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream",
+        "messages before the answer make a stream"
+    );
+    let mut events = SseReader::new(response);
+    let priming = events.next().await.unwrap();
+    assert_eq!(priming.data, "", "a priming event first (2025-11-25)");
+    let first = events.next().await.unwrap();
+    let seen_id = first.id.clone().expect("every event has an id");
+    let stream = seen_id.split('.').next().unwrap().to_owned();
+    assert_eq!(priming.id.as_deref(), Some(format!("{stream}.0").as_str()));
+    drop(events); // the connection breaks here
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let resumed = client.get(Some(&seen_id)).await;
+    assert_eq!(resumed.status(), 200);
+    let mut events = SseReader::new(resumed);
+    let mut ids = vec![seen_id.clone()];
+    let mut progress = Vec::new();
+    let answer = loop {
+        let event = events
+            .next()
+            .await
+            .expect("the rest of the stream, up to its answer");
+        let id = event.id.clone().unwrap();
+        assert!(
+            id.starts_with(&format!("{stream}.")),
+            "only that stream: {id}"
+        );
+        ids.push(id);
+        let message: Value = serde_json::from_str(&event.data).unwrap();
+        if message["method"] == "notifications/progress" {
+            progress.push(message["params"]["progress"].as_f64().unwrap());
+        }
+        if message["id"] == 7 {
+            break message;
+        }
+    };
+    assert_eq!(text_of(&answer), "done after 4 steps");
+    let seqs: Vec<u64> = ids
+        .iter()
+        .map(|id| id.split('.').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "nothing lost or repeated: {ids:?}"
+    );
+    assert!(
+        !progress.is_empty() && progress.windows(2).all(|w| w[0] < w[1]),
+        "{progress:?}"
+    );
+    assert!(
+        events.next().await.is_none(),
+        "the stream ends with its answer"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_statuses_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "max_message_size = 4096\n");
+    let server = rmcp_server();
+    let (_membrane, url) = membrane_reverse(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--",
+        server.to_str().unwrap(),
+    ])
+    .await;
+    let mut client = Http::new(&url);
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let no_session = client.post(&list).await;
+    assert_eq!(
+        no_session.status(),
+        400,
+        "no session id on a non-initialize request"
+    );
+    client.initialize().await;
+    let status = |r: &reqwest::Response| r.status().as_u16();
+
+    let mut headers = client.headers();
+    headers.insert("content-type", "text/plain".parse().unwrap());
+    assert_eq!(
+        status(&client.post_with(headers, list.to_string()).await),
+        415
+    );
+    let mut headers = client.headers();
+    headers.insert("accept", "application/json".parse().unwrap());
+    assert_eq!(
+        status(&client.post_with(headers, list.to_string()).await),
+        406
+    );
+    let mut headers = client.headers();
+    headers.insert("mcp-protocol-version", "1999-01-01".parse().unwrap());
+    assert_eq!(
+        status(&client.post_with(headers, list.to_string()).await),
+        400
+    );
+    let malformed = client
+        .post_with(client.headers(), r#"{"jsonrpc": "2.0", "id": 1,"#)
+        .await;
+    assert_eq!(status(&malformed), 400);
+    let error: Value = malformed.json().await.unwrap();
+    assert_eq!(error["error"]["code"], -32700, "{error}");
+    let huge = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": "x".repeat(10_000)}}});
+    assert_eq!(status(&client.post(&huge).await), 413);
+    let batch = json!([list]);
+    assert_eq!(
+        status(&client.post(&batch).await),
+        400,
+        "no batches after 2025-03-26"
+    );
+    let mut headers = client.headers();
+    headers.insert("origin", "https://evil.example".parse().unwrap());
+    assert_eq!(
+        status(&client.post_with(headers, list.to_string()).await),
+        403
+    );
+    let mut headers = client.headers();
+    headers.insert("mcp-session-id", "not-a-session".parse().unwrap());
+    assert_eq!(
+        status(&client.post_with(headers, list.to_string()).await),
+        404
+    );
+    let put = client.client.put(&url).body("{}").send().await.unwrap();
+    assert_eq!(status(&put), 405);
+    let get = client
+        .client
+        .get(&url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&get), 406);
+
+    let mut headers = client.headers();
+    headers.insert("origin", "http://localhost:5173".parse().unwrap());
+    let local = client.post_with(headers, list.to_string()).await;
+    assert_eq!(status(&local), 200, "loopback origins are allowed");
+    let answer = client
+        .call_tool(3, "echo", json!({"message": "still here"}))
+        .await;
+    assert_eq!(text_of(&answer), "still here");
+}
+
+#[tokio::test]
+async fn session_limit_delete_and_no_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[session]\nmax_sessions = 2\n");
+    let server = rmcp_server();
+    let (membrane, url) = membrane_reverse(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--",
+        server.to_str().unwrap(),
+    ])
+    .await;
+    let mut first = Http::new(&url);
+    first.initialize().await;
+    let mut second = Http::new(&url);
+    second.initialize().await;
+    let mut third = Http::new(&url);
+    let refused = third
+        .post(
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "third", "version": "0"}}}),
+        )
+        .await;
+    assert_eq!(refused.status(), 503, "more sessions than configured");
+    assert_eq!(children_of(membrane.pid()), 2);
+
+    assert_eq!(first.delete().await.status(), 200);
+    eventually("the first session's server is gone", || {
+        children_of(membrane.pid()) == 1
+    })
+    .await;
+    let gone = first
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .await;
+    assert_eq!(gone.status(), 404, "a deleted session is unknown");
+    assert_eq!(first.delete().await.status(), 404);
+
+    third.initialize().await;
+    let answer = third.call_tool(1, "add", json!({"a": 2, "b": 3})).await;
+    assert_eq!(text_of(&answer), "5");
+    let answer = second
+        .call_tool(1, "echo", json!({"message": "second"}))
+        .await;
+    assert_eq!(text_of(&answer), "second");
+    assert_eq!(membrane.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_session_the_upstream_dropped_is_404_and_a_new_one_works() {
+    let (server, upstream) = rmcp_http_server("127.0.0.1:0").await;
+    let addr = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let (membrane, url) = membrane_reverse(&["--upstream", &upstream]).await;
+    let mut client = Http::new(&url);
+    client.initialize().await;
+    let answer = client
+        .call_tool(1, "echo", json!({"message": "before"}))
+        .await;
+    assert_eq!(text_of(&answer), "before");
+
+    // The upstream restarts and forgets its sessions.
+    server.stop().await;
+    let (_server, _) = rmcp_http_server(&addr).await;
+    let failed = client
+        .call_tool(2, "echo", json!({"message": "lost"}))
+        .await;
+    assert_eq!(failed["error"]["code"], -32002, "{failed}");
+    membrane.log.wait_for("session ended", 1).await;
+    let gone = client
+        .post(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}))
+        .await;
+    assert_eq!(gone.status(), 404, "the client is told to start again");
+
+    client.session = None;
+    client.initialize().await;
+    let answer = client
+        .call_tool(4, "echo", json!({"message": "after"}))
+        .await;
+    assert_eq!(text_of(&answer), "after");
+}
+
+#[tokio::test]
+async fn forward_mode_with_an_http_upstream() {
+    let (_server, upstream) = rmcp_http_server("127.0.0.1:0").await;
+    let mut client = RawClient::spawn(&["--upstream", &upstream], &[]);
+    let init = client.initialize().await;
+    assert_eq!(init["serverInfo"]["name"], "rmcp-peer");
+    let answer = client
+        .call_tool(1, "echo", json!({"message": "over http"}))
+        .await;
+    assert_eq!(text_of(&answer), "over http");
+    let answer = client.call_tool(2, "no_such_tool", json!({})).await;
+    assert!(
+        answer.get("error").is_some() || answer["result"]["isError"] == true,
+        "{answer}"
+    );
+    client.close_stdin();
+    assert_eq!(client.exit_code().await, Some(0));
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_gets_a_clear_answer() {
+    let port = common::http::free_port();
+    let (_membrane, url) =
+        membrane_reverse(&["--upstream", &format!("http://127.0.0.1:{port}/mcp")]).await;
+    let client = Http::new(&url);
+    let response = client
+        .post(
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"}}}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], -32002, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{answer}"
+    );
+}
+
+/// server-everything binds every interface, so it runs with membrane and the client in a
+/// network namespace of their own.
+#[tokio::test]
+async fn server_everything_over_http_in_a_private_network() {
+    let everything =
+        peers().join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let script = format!(
+        r#"set -e
+ip link set lo up
+wait_port() {{ for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }}
+PORT=3001 node {everything} streamableHttp >&2 &
+upstream=$!
+wait_port 3001
+{membrane} reverse --listen 127.0.0.1:3002 --upstream http://127.0.0.1:3001/mcp &
+proxy=$!
+wait_port 3002
+{python} {client} --mode legacy call --tool echo --args '{{"message": "through the namespace"}}' -- http://127.0.0.1:3002/mcp
+kill $proxy $upstream
+"#,
+        everything = everything.display(),
+        membrane = common::membrane(),
+        python = peers().join("venv/bin/python").display(),
+        client = common::repo()
+            .join("tests/peers/python_client.py")
+            .display(),
+    );
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("unshare")
+            .args(["-n", "bash", "-c", &script])
+            .env("XDG_CACHE_HOME", common::cache_home())
+            .output(),
+    )
+    .await
+    .expect("the namespace run ends in time")
+    .expect("unshare -n (needs root)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        seen["call"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("through the namespace"),
+        "{seen}"
+    );
+}
+
+/// Runs the Python SDK client (`tests/peers/python_client.py`) against `url`.
+async fn python_client(mode: &str, args: &[&str], url: &str) -> Value {
+    let output = tokio::process::Command::new(peers().join("venv/bin/python"))
+        .arg(common::repo().join("tests/peers/python_client.py"))
+        .args(["--mode", mode])
+        .args(args)
+        .args(["--", url])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{mode}: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[tokio::test]
+async fn the_stateless_revision_passes_through_and_older_servers_fall_back() {
+    let echo = ["call", "--tool", "echo", "--args", r#"{"message": "hi"}"#];
+    let (_python, upstream) = python_http_server(&[]).await;
+    let (_membrane, url) = membrane_reverse(&["--upstream", &upstream]).await;
+    let seen = python_client("auto", &echo, &url).await;
+    assert_eq!(seen["protocol_version"], "2026-07-28", "{seen}");
+    assert_eq!(seen["call"]["text"], "hi", "{seen}");
+
+    let rmcp = rmcp_server();
+    let (membrane, url) = membrane_reverse(&["--", rmcp.to_str().unwrap()]).await;
+    let seen = python_client("auto", &echo, &url).await;
+    assert_eq!(seen["protocol_version"], "2026-07-28", "{seen}");
+    assert_eq!(seen["call"]["text"], "hi", "{seen}");
+    eventually("each exchange's server is gone", || {
+        children_of(membrane.pid()) == 0
+    })
+    .await;
+
+    let everything = common::server_everything();
+    let everything: Vec<&str> = everything.iter().map(String::as_str).collect();
+    let mut args = vec!["--"];
+    args.extend(everything);
+    let (_membrane, url) = membrane_reverse(&args).await;
+    let seen = python_client("auto", &echo, &url).await;
+    assert_ne!(
+        seen["protocol_version"], "2026-07-28",
+        "fell back to the handshake: {seen}"
+    );
+    assert!(
+        seen["call"]["text"].as_str().unwrap().contains("hi"),
+        "{seen}"
+    );
+}
+
+#[tokio::test]
+async fn stateless_headers_must_match_the_body() {
+    let (_python, upstream) = python_http_server(&[]).await;
+    let (_membrane, url) = membrane_reverse(&["--upstream", &upstream]).await;
+    let mut client = Http::new(&url);
+    client.version = "2026-07-28";
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "echo", "arguments": {"message": "stateless"}, "_meta": meta}});
+    let mut headers = client.headers();
+    headers.insert("mcp-method", "tools/call".parse().unwrap());
+    headers.insert("mcp-name", "add".parse().unwrap());
+    let refused = client.post_with(headers, call.to_string()).await;
+    assert_eq!(refused.status(), 400);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], -32020, "{error}");
+
+    let mut headers = client.headers();
+    headers.insert("mcp-method", "tools/call".parse().unwrap());
+    headers.insert("mcp-name", "echo".parse().unwrap());
+    let answered = client.post_with(headers, call.to_string()).await;
+    assert_eq!(answered.status(), 200);
+    assert!(
+        answered.headers().get("mcp-session-id").is_none(),
+        "no sessions in this revision"
+    );
+    let answer = common::http::answer_of(answered, 1).await;
+    assert_eq!(text_of(&answer), "stateless");
+
+    let unknown =
+        json!({"jsonrpc": "2.0", "id": 2, "method": "no/such/method", "params": {"_meta": meta}});
+    let mut headers = client.headers();
+    headers.insert("mcp-method", "no/such/method".parse().unwrap());
+    let missing = client.post_with(headers, unknown.to_string()).await;
+    assert_eq!(missing.status(), 404, "method not found keeps its status");
+}
