@@ -164,12 +164,17 @@ async fn serve_http(addr: &str) -> Result<(), Box<dyn std::error::Error>> {
         LocalSessionManager::default().into(),
         Default::default(),
     );
+    use axum::serve::ListenerExt;
     let router = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!(
         "rmcp-peer: listening on http://{}/mcp",
         listener.local_addr()?
     );
+    // Without TCP_NODELAY, an SSE answer written in two parts waits ~40 ms on Nagle.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, router).await?;
     Ok(())
 }

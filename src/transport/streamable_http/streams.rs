@@ -354,6 +354,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#,
         ));
         assert_eq!(progress.event.id, EventId { stream: a, seq: 1 });
+        drop(progress);
         let stray = streams.route(msg(r#"{"jsonrpc":"2.0","method":"notifications/message"}"#));
         assert_eq!(stray.event.id.stream, b, "the newest open POST stream");
         let answer = streams.route(msg(r#"{"jsonrpc":"2.0","id":1.0,"result":{}}"#));
