@@ -9,7 +9,7 @@
 //! server used directly over HTTP.
 //!
 //! Run: `cargo build --release --examples && cargo bench --bench http_round_trip`
-//! (`SESSIONS`, `ROUNDS` and `IDLE_SESSIONS` override the defaults).
+//! (`SESSIONS`, `ROUNDS`, `IDLE_SESSIONS` and `IDLE_STDIO_SESSIONS` override the defaults).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -76,11 +76,30 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// What `count` idle sessions add to the RSS of a fresh `membrane reverse ARGS`, per session.
+async fn idle_memory(args: &[&str], count: usize) -> f64 {
+    let (membrane, url) = membrane_reverse(args).await;
+    let mut warm = Http::new(&url);
+    warm.initialize().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(membrane.pid());
+    let mut idle = Vec::new();
+    for _ in 0..count {
+        let mut session = Http::new(&url);
+        session.initialize().await;
+        idle.push(session);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = rss_kib(membrane.pid());
+    after.saturating_sub(before) as f64 / count as f64
+}
+
 #[tokio::main]
 async fn main() {
     let sessions = setting("SESSIONS", 16);
     let rounds = setting("ROUNDS", 600);
     let idle_sessions = setting("IDLE_SESSIONS", 500);
+    let idle_stdio_sessions = setting("IDLE_STDIO_SESSIONS", 100);
     let warm_up = rounds / 10;
     let message = "m".repeat(960);
 
@@ -128,24 +147,24 @@ async fn main() {
     }
     drop(variants);
 
-    // Memory: a fresh membrane in front of the HTTP server, before and after opening idle
-    // sessions (the upstream's own memory is not counted).
-    let (membrane, url) = membrane_reverse(&["--upstream", &direct]).await;
-    let mut warm = Http::new(&url);
-    warm.initialize().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = rss_kib(membrane.pid());
-    let mut idle = Vec::new();
-    for _ in 0..idle_sessions {
-        let mut session = Http::new(&url);
-        session.initialize().await;
-        idle.push(session);
+    // Memory: a fresh membrane, before and after opening idle sessions (the upstream's own
+    // memory, and the stdio servers', are not counted).
+    let idle = [
+        (
+            "HTTP upstream",
+            vec!["--upstream", direct.as_str()],
+            idle_sessions,
+        ),
+        (
+            "stdio upstream",
+            vec!["--", stdio_server.as_str()],
+            idle_stdio_sessions,
+        ),
+    ];
+    for (upstream, args, count) in idle {
+        let per_session = idle_memory(&args, count).await;
+        println!(
+            "memory: {count} idle sessions ({upstream}): {per_session:.1} KiB of membrane's RSS per session"
+        );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let after = rss_kib(membrane.pid());
-    println!(
-        "memory: {idle_sessions} idle sessions (HTTP upstream) add {} KiB to membrane's RSS ({before} -> {after} KiB): {:.1} KiB per session",
-        after.saturating_sub(before),
-        after.saturating_sub(before) as f64 / idle_sessions as f64
-    );
 }

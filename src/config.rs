@@ -16,7 +16,7 @@
 //!
 //! [session]
 //! max_sessions = 1024
-//! idle_timeout_secs = 1800
+//! idle_timeout_secs = 1800      # default: none over stdio, 30 minutes for HTTP clients
 //!
 //! [pause]
 //! on_timeout = "block"          # or "continue"
@@ -379,7 +379,13 @@ pub struct ConfigSource {
     pub plugins: Vec<PathBuf>,
     /// A plugin directory given on the command line, in place of the file's.
     pub plugin_dir: Option<PathBuf>,
+    /// Clients come and go over HTTP, where a session has no connection whose end would end
+    /// it: sessions without traffic then end after [`HTTP_IDLE_TIMEOUT`] unless configured.
+    pub http_clients: bool,
 }
+
+/// How long an HTTP client's session may go without traffic, unless configured otherwise.
+pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl ConfigSource {
     pub fn load(&self) -> Result<Config, ConfigError> {
@@ -392,6 +398,10 @@ impl ConfigSource {
             .extend(self.plugins.iter().cloned().map(PluginConfig::from_path));
         if let Some(dir) = &self.plugin_dir {
             config.plugin_dir = Some(dir.clone());
+        }
+        if self.http_clients {
+            let idle = &mut config.session.idle_timeout_secs;
+            idle.get_or_insert(HTTP_IDLE_TIMEOUT.as_secs());
         }
         Ok(config)
     }

@@ -108,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         file: common.config.clone(),
         plugins: common.plugins.clone(),
         plugin_dir: common.plugin_dir.clone(),
+        http_clients: matches!(cli.command, Command::Reverse { .. }),
     };
     let app = Arc::new(App::start(source).await?);
     app.spawn_reloader();

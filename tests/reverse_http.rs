@@ -561,3 +561,85 @@ async fn stateless_headers_must_match_the_body() {
     let missing = client.post_with(headers, unknown.to_string()).await;
     assert_eq!(missing.status(), 404, "method not found keeps its status");
 }
+
+#[tokio::test]
+async fn typescript_client_over_http_with_the_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[plugins]]\npath = {:?}\n[plugins.config]\ndeny = [\"delete_*\"]\n",
+        plugin("tool-guard").display().to_string()
+    );
+    let config = write_config(dir.path(), &toml);
+    let server = rmcp_server();
+    let (membrane, url) = membrane_reverse(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--",
+        server.to_str().unwrap(),
+    ])
+    .await;
+    let output = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new("node")
+            .arg(common::repo().join("tests/peers/ts_client.mjs"))
+            .arg(peers())
+            .args(["--", &url])
+            .output(),
+    )
+    .await
+    .expect("the client finished in time")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["server_name"], "rmcp-peer", "{seen}");
+    let tools = seen["tools"].as_array().unwrap();
+    assert!(
+        tools.contains(&json!("echo")) && !tools.contains(&json!("delete_file")),
+        "{seen}"
+    );
+    assert_eq!(seen["echo"]["text"], "hello from typescript", "{seen}");
+    assert_eq!(seen["blocked"]["code"], -32001, "{seen}");
+    membrane.log.wait_for("client ended the session", 1).await;
+    eventually("its server is gone", || children_of(membrane.pid()) == 0).await;
+}
+
+#[tokio::test]
+async fn quick_answers_are_json_and_slow_ones_a_primed_stream() {
+    let server = rmcp_server();
+    let (_membrane, url) = membrane_reverse(&["--", server.to_str().unwrap()]).await;
+    let mut client = Http::new(&url);
+    client.version = "2025-11-25";
+    client.initialize().await;
+    let content_type =
+        |r: &reqwest::Response| r.headers()["content-type"].to_str().unwrap().to_owned();
+
+    let quick = client
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"message": "quick"}}}))
+        .await;
+    assert_eq!(content_type(&quick), "application/json");
+    assert_eq!(text_of(&quick.json().await.unwrap()), "quick");
+
+    let slow = client
+        .post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "sleep", "arguments": {"ms": 1500}}}))
+        .await;
+    assert_eq!(content_type(&slow), "text/event-stream");
+    let mut events = SseReader::new(slow);
+    let priming = events.next().await.unwrap();
+    assert!(
+        priming.data.is_empty() && priming.id.unwrap().ends_with(".0"),
+        "primed"
+    );
+    let answer: Value = serde_json::from_str(&events.next().await.unwrap().data).unwrap();
+    assert_eq!(text_of(&answer), "slept");
+    assert!(
+        events.next().await.is_none(),
+        "the stream ends with its answer"
+    );
+}

@@ -36,8 +36,8 @@ use crate::session::{SessionError, SessionId};
 use crate::transport::streamable_http::{
     AttachError, DEFAULT_PROTOCOL_VERSION, EventId, LAST_EVENT_ID, MCP_METHOD, MCP_NAME,
     MCP_PROTOCOL_VERSION, MCP_SESSION_ID, PROTOCOL_VERSIONS, STATELESS_PROTOCOL_VERSION,
-    SessionStreams, StreamEvent, accepts, allows_batches, allows_priming, decode_header_text,
-    is_json_content, is_supported_version, named_target,
+    SessionStreams, StreamEvent, StreamId, accepts, allows_batches, allows_priming,
+    decode_header_text, is_json_content, is_supported_version, named_target,
 };
 use crate::transport::{
     Closed, Connection, ConnectionCloser, Frame, Outbox, OutgoingTransport, ResponseMode,
@@ -57,6 +57,10 @@ pub struct HttpOptions {
     pub retry: Duration,
     pub max_message_size: usize,
 }
+
+/// How long a request may go without any message back before its response becomes a stream
+/// (so slow requests get keep-alives and can be resumed).
+const STREAM_AFTER: Duration = Duration::from_secs(1);
 
 /// The state the endpoint's handlers share.
 pub struct ReverseProxy {
@@ -436,48 +440,56 @@ async fn post_message(
             Err(session_not_found())
         };
     }
-    let (_, mut answers) = client.streams.open(&requests);
+    let (stream, mut answers) = client.streams.open(&requests);
     if !client.send(message).await {
         return Err(session_not_found());
     }
-    // The answer alone goes back as JSON; anything before it makes the response a stream.
-    let Some(first) = answers.recv().await else {
-        return Err(session_not_found());
+    // The answer goes back as JSON when it comes first, and soon; otherwise the response is a
+    // stream: of what comes before the answer, or of keep-alives while a slow request runs.
+    let first = match tokio::time::timeout(STREAM_AFTER, answers.recv()).await {
+        Ok(Some(first)) => Some(first),
+        Ok(None) => return Err(session_not_found()),
+        Err(_) => None,
     };
-    let answered = requests.len() == 1
-        && matches!(
-            first.message.kind(),
-            Some(MessageKind::Response | MessageKind::Error)
-        )
-        && first.message.id() == requests[0].id();
-    if initialize && first.message.kind() == Some(MessageKind::Error) {
+    let answer = first.as_ref().filter(|first| {
+        requests.len() == 1
+            && matches!(
+                first.message.kind(),
+                Some(MessageKind::Response | MessageKind::Error)
+            )
+            && first.message.id() == requests[0].id()
+    });
+    if initialize && answer.is_some_and(|a| a.message.kind() == Some(MessageKind::Error)) {
         // No session came of it: end ours rather than keep a session nobody can use.
         proxy.end_session(&id).await;
-        return Ok(json_response(&first.message));
+        return Ok(json_response(&answer.expect("checked").message));
     }
-    let mode = if answered {
-        ResponseMode::Json
-    } else {
-        ResponseMode::SseStream
+    let mode = match answer {
+        Some(_) => ResponseMode::Json,
+        None => ResponseMode::SseStream,
     };
     proxy.note_response_mode(&id, &client, mode).await;
-    let mut response = if answered {
-        let status = match exchange {
-            Some(_) => stateless_status(&first.message, &requests[0]),
-            None => StatusCode::OK,
-        };
-        (status, json_response(&first.message)).into_response()
-    } else {
-        let priming = (allows_priming(version) && exchange.is_none())
-            .then(|| priming_event(&first, proxy.options.retry));
-        let events = futures::stream::iter(priming.into_iter().chain([Ok(sse_event(first))]))
-            .chain(live_events(answers))
-            // The exchange ends with its stream.
-            .map(move |event| {
-                let _ = &exchange;
-                event
-            });
-        sse_response(events, proxy.options.keep_alive)
+    let mut response = match answer {
+        Some(answer) => {
+            let status = match exchange {
+                Some(_) => stateless_status(&answer.message, &requests[0]),
+                None => StatusCode::OK,
+            };
+            (status, json_response(&answer.message)).into_response()
+        }
+        None => {
+            let priming = (allows_priming(version) && exchange.is_none())
+                .then(|| priming_event(stream, proxy.options.retry));
+            let first = first.map(|first| Ok(sse_event(first)));
+            let events = futures::stream::iter(priming.into_iter().chain(first))
+                .chain(live_events(answers))
+                // The exchange ends with its stream.
+                .map(move |event| {
+                    let _ = &exchange;
+                    event
+                });
+            sse_response(events, proxy.options.keep_alive)
+        }
     };
     if initialize {
         let value = HeaderValue::from_str(id.as_str()).expect("session ids are visible ASCII");
@@ -503,7 +515,7 @@ fn open_stream(proxy: &ReverseProxy, headers: &HeaderMap) -> Result<Response, Re
             "Accept must list text/event-stream",
         ));
     }
-    protocol_version(headers)?;
+    stateful(headers)?;
     let (_, client) = proxy.session_of(headers)?;
     let attached = match headers.get(&LAST_EVENT_ID) {
         Some(last) => {
@@ -541,6 +553,7 @@ fn open_stream(proxy: &ReverseProxy, headers: &HeaderMap) -> Result<Response, Re
 async fn handle_delete(State(proxy): State<Arc<ReverseProxy>>, headers: HeaderMap) -> Response {
     let ended = async {
         proxy.check_origin(&headers)?;
+        stateful(&headers)?;
         let (id, _) = proxy.session_of(&headers)?;
         proxy.end_session(&id).await;
         tracing::info!(session = %id, "client ended the session");
@@ -643,6 +656,18 @@ fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
         .collect()
 }
 
+/// GET and DELETE belong to the revisions with sessions; from 2026-07-28 on they are 405.
+fn stateful(headers: &HeaderMap) -> Result<(), Refusal> {
+    if protocol_version(headers)? >= STATELESS_PROTOCOL_VERSION {
+        return Err(rpc_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::InvalidRequest,
+            "protocol version 2026-07-28 has no sessions and no GET stream",
+        ));
+    }
+    Ok(())
+}
+
 /// The request's protocol revision: its header, or the oldest for clients that send none.
 fn protocol_version(headers: &HeaderMap) -> Result<&'static str, Refusal> {
     let Some(value) = headers.get(&MCP_PROTOCOL_VERSION) else {
@@ -675,11 +700,8 @@ fn sse_event(event: StreamEvent) -> Event {
 
 /// An event with an id and no data before the first message, so a client can resume a stream
 /// even if it breaks before anything else arrives; it carries the reconnection delay.
-fn priming_event(first: &StreamEvent, retry: Duration) -> Result<Event, Infallible> {
-    let id = EventId {
-        stream: first.id.stream,
-        seq: first.id.seq - 1,
-    };
+fn priming_event(stream: StreamId, retry: Duration) -> Result<Event, Infallible> {
+    let id = EventId { stream, seq: 0 };
     Ok(Event::default().id(id.to_string()).retry(retry).data(""))
 }
 

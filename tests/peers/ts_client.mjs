@@ -1,7 +1,7 @@
 // An MCP client on the official TypeScript SDK (@modelcontextprotocol/sdk, installed by
-// setup.sh). Usage: node ts_client.mjs PEERS_DIR -- CMD ARGS...
-// It connects over stdio to CMD (membrane, in the tests), lists the tools, calls `echo` and
-// `delete_file`, and prints one JSON object with what it saw.
+// setup.sh). Usage: node ts_client.mjs PEERS_DIR -- CMD ARGS...   (or -- http://HOST:PORT/mcp)
+// It connects over stdio to CMD (membrane, in the tests), or over Streamable HTTP to a URL,
+// lists the tools, calls `echo` and `delete_file`, and prints one JSON object with what it saw.
 import { pathToFileURL } from "node:url";
 import { join } from "node:path";
 
@@ -14,9 +14,13 @@ const sdk = (path) =>
   import(pathToFileURL(join(peers, "npm/node_modules/@modelcontextprotocol/sdk/dist/esm", path)).href);
 const { Client } = await sdk("client/index.js");
 const { StdioClientTransport } = await sdk("client/stdio.js");
+const { StreamableHTTPClientTransport } = await sdk("client/streamableHttp.js");
 
 const client = new Client({ name: "membrane-tests-ts", version: "0" });
-await client.connect(new StdioClientTransport({ command, args, stderr: "inherit" }));
+const transport = /^https?:\/\//.test(command)
+  ? new StreamableHTTPClientTransport(new URL(command))
+  : new StdioClientTransport({ command, args, stderr: "inherit" });
+await client.connect(transport);
 
 const outcome = async (name, args) => {
   try {
@@ -33,5 +37,6 @@ const seen = {
   echo: await outcome("echo", { message: "hello from typescript" }),
   blocked: await outcome("delete_file", { path: "/tmp/x" }),
 };
+if (transport.terminateSession) await transport.terminateSession();
 await client.close();
 console.log(JSON.stringify(seen));
