@@ -349,6 +349,17 @@ async fn a_session_the_upstream_dropped_is_404_and_a_new_one_works() {
         .call_tool(1, "echo", json!({"message": "before"}))
         .await;
     assert_eq!(text_of(&answer), "before");
+    // Each side has its own id for the session, and neither reaches the other.
+    let ours = client.session.clone().expect("membrane's session id");
+    let log = membrane.log.wait_for("session initialized", 1).await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("session initialized"))
+        .unwrap();
+    let theirs = line.split("upstream_session=").nth(1).unwrap();
+    let theirs = theirs.split_whitespace().next().unwrap();
+    assert!(theirs != "-" && theirs != ours, "{line}");
+    assert!(line.contains(&ours), "{line}");
 
     // The upstream restarts and forgets its sessions.
     server.stop().await;
@@ -642,4 +653,96 @@ async fn quick_answers_are_json_and_slow_ones_a_primed_stream() {
         events.next().await.is_none(),
         "the stream ends with its answer"
     );
+}
+
+#[tokio::test]
+async fn an_upstream_that_hangs_gets_a_clear_answer_in_bounded_time() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[http]\nupstream_timeout_secs = 1\n");
+    let (_membrane, url) = membrane_reverse(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--upstream",
+        &upstream,
+    ])
+    .await;
+    let client = Http::new(&url);
+    let started = std::time::Instant::now();
+    let answer = client
+        .request(
+            0,
+            "initialize",
+            json!({"protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}),
+        )
+        .await;
+    assert_eq!(answer["error"]["code"], -32002, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < WAIT,
+        "bounded by the configured timeout"
+    );
+}
+
+/// A batch (2025-03-26) that a plugin wants is taken apart, each message through the chain on
+/// its own; each request's answer comes back on the batch's stream.
+#[tokio::test]
+async fn batches_at_2025_03_26_go_through_the_chain_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[plugins]]\npath = {:?}\n[plugins.config]\ndeny = [\"delete_*\"]\n",
+        plugin("tool-guard").display().to_string()
+    );
+    let config = write_config(dir.path(), &toml);
+    let server = rmcp_server();
+    let (_membrane, url) = membrane_reverse(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--",
+        server.to_str().unwrap(),
+    ])
+    .await;
+    let mut client = Http::new(&url);
+    client.version = "2025-03-26";
+    client.initialize().await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"message": "in a batch"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "delete_file", "arguments": {"path": "/etc/passwd"}}},
+        {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}
+    ]);
+    let response = client.post(&batch).await;
+    assert_eq!(response.status(), 200);
+    let mut events = SseReader::new(response);
+    let mut answers = std::collections::BTreeMap::new();
+    while let Some(event) = events.next().await {
+        if let Ok(message) = serde_json::from_str::<Value>(&event.data)
+            && let Some(id) = message["id"].as_i64()
+        {
+            answers.insert(id, message);
+        }
+    }
+    assert_eq!(
+        answers.len(),
+        2,
+        "each request answered, then the stream ends: {answers:?}"
+    );
+    assert_eq!(text_of(&answers[&1]), "in a batch");
+    assert_eq!(answers[&2]["error"]["code"], -32001, "{:?}", answers[&2]);
 }

@@ -6,7 +6,7 @@
 //! traffic goes on. Bad input is answered with a JSON-RPC error and never reaches the other side.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,8 @@ pub struct SessionContext {
     upstream_transport: TransportType,
     protocol_version: Mutex<Option<Arc<str>>>,
     frames: AtomicU64,
+    /// The upstream's own id for the session, once its handshake gives one.
+    upstream_session_id: Arc<OnceLock<String>>,
     /// Messages held by a pause or a delay, each on a task of its own.
     pub(super) held: TaskTracker,
     /// Fires when the session starts to end: held messages are then blocked, not delivered.
@@ -45,13 +47,14 @@ pub struct SessionContext {
 }
 
 impl SessionContext {
-    pub fn new(session: &Session) -> Self {
+    pub fn new(session: &Session, upstream_session_id: Arc<OnceLock<String>>) -> Self {
         Self {
             id: session.id.clone(),
             client_transport: session.client_transport,
             upstream_transport: session.upstream_transport,
             protocol_version: Mutex::new(session.protocol_version.as_deref().map(Arc::from)),
             frames: AtomicU64::new(0),
+            upstream_session_id,
             held: TaskTracker::new(),
             ending: CancellationToken::new(),
         }
@@ -334,11 +337,18 @@ impl Pipeline {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(version.into());
         let version = version.to_owned();
+        let upstream_session_id = session.upstream_session_id.get().cloned();
+        if status == SessionStatus::Active {
+            tracing::debug!(session = %session.id, version, upstream_session = upstream_session_id.as_deref().unwrap_or("-"), "session initialized");
+        }
         let _ = self
             .sessions
             .update(&session.id, |s| {
                 s.protocol_version = Some(version.clone());
                 s.status = status;
+                if upstream_session_id.is_some() {
+                    s.upstream_session_id = upstream_session_id.clone();
+                }
             })
             .await;
     }
@@ -527,7 +537,7 @@ mod tests {
         let (client, client_in) = Outbox::channel();
         Harness {
             recorder,
-            session: Arc::new(SessionContext::new(&session)),
+            session: Arc::new(SessionContext::new(&session, Default::default())),
             to_server: Lane {
                 direction: Direction::ClientToServer,
                 forward: server.clone(),

@@ -292,6 +292,7 @@ fn client_connection(retention: usize) -> (Connection, Arc<ClientSession>) {
             finish,
             streams: streams.clone(),
         }),
+        peer_session_id: Default::default(),
     };
     let client = ClientSession {
         inbound,

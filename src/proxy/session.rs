@@ -49,7 +49,10 @@ impl Pipeline {
             .sessions
             .closed_signal(&session.id)
             .expect("a session just created is live");
-        let context = Arc::new(SessionContext::new(&session));
+        let context = Arc::new(SessionContext::new(
+            &session,
+            upstream.peer_session_id.clone(),
+        ));
         tracing::info!(session = %session.id, "session started");
 
         let to_server = Lane {

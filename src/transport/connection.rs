@@ -2,6 +2,7 @@
 //! an [`Outbox`] drained by a writer task, and a [`ConnectionCloser`] that ends it gracefully.
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -79,6 +80,9 @@ pub struct Connection {
     pub inbound: Inbound,
     pub outbox: Outbox,
     pub closer: Box<dyn ConnectionCloser>,
+    /// The id the peer gave this conversation, once it has (a Streamable HTTP server's
+    /// `Mcp-Session-Id`); set before the message that completes the handshake is delivered.
+    pub peer_session_id: Arc<OnceLock<String>>,
 }
 
 /// Depth of each outbox queue: deep enough to absorb bursts, bounded so a stalled peer pushes

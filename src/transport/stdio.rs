@@ -73,6 +73,7 @@ impl IncomingTransport for StdioIncoming {
             ),
             outbox,
             closer: Box::new(StdioCloser { writer }),
+            peer_session_id: Default::default(),
         }))
     }
 }

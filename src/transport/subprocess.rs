@@ -80,6 +80,7 @@ impl OutgoingTransport for SubprocessOutgoing {
             inbound: Box::pin(inbound),
             outbox,
             closer: Box::new(ChildCloser { child, writer }),
+            peer_session_id: Default::default(),
         })
     }
 }

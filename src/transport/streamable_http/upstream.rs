@@ -10,7 +10,7 @@
 //! the connection DELETEs the upstream session. One `reqwest` client, and so one connection
 //! pool, serves all sessions.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -115,9 +115,11 @@ impl StreamableHttpOutgoing {
             None => (None, None),
         };
         let (frames, inbound) = mpsc::channel(INBOUND_DEPTH);
+        let peer_session_id = Arc::new(OnceLock::new());
         let session = Arc::new(UpstreamSession {
             http: self.clone(),
             session_id: Mutex::new(None),
+            peer_session_id: peer_session_id.clone(),
             protocol_version: Mutex::new(version),
             stateless: forwarded,
             frames,
@@ -139,6 +141,7 @@ impl StreamableHttpOutgoing {
                 writer,
                 finish,
             }),
+            peer_session_id,
         }
     }
 }
@@ -147,6 +150,8 @@ impl StreamableHttpOutgoing {
 struct UpstreamSession {
     http: StreamableHttpOutgoing,
     session_id: Mutex<Option<HeaderValue>>,
+    /// The same id, for whoever serves the connection (it goes into the session's record).
+    peer_session_id: Arc<OnceLock<String>>,
     protocol_version: Mutex<Option<HeaderValue>>,
     /// For a stateless exchange: the client's headers to send on.
     stateless: Option<HeaderMap>,
@@ -225,6 +230,9 @@ impl UpstreamSession {
             && let Some(id) = response.headers().get(&MCP_SESSION_ID)
         {
             *lock(&self.session_id) = Some(id.clone());
+            if let Ok(id) = id.to_str() {
+                let _ = self.peer_session_id.set(id.to_owned());
+            }
         }
         if content_type_is(response.headers(), "text/event-stream") {
             self.read_events(response, sent).await;
@@ -264,6 +272,11 @@ impl UpstreamSession {
         };
         match result {
             Ok(Ok(response)) => Some(response),
+            Ok(Err(e)) if e.is_timeout() && !e.is_connect() => {
+                self.fail(sent, &format!("upstream did not answer within {timeout:?}"))
+                    .await;
+                None
+            }
             Ok(Err(e)) => {
                 let reason = format!("upstream unreachable: {}", error_chain(&e));
                 self.fail(sent, &reason).await;
