@@ -91,6 +91,15 @@ async fn idle_memory(args: &[&str], count: usize) -> f64 {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = rss_kib(membrane.pid());
+    // Then every session is deleted: what stays is what the allocator keeps, not sessions.
+    for session in &idle {
+        assert_eq!(session.delete().await.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ended = rss_kib(membrane.pid());
+    println!(
+        "memory: {before} KiB with one session, {after} KiB with {count} more, {ended} KiB once they are deleted"
+    );
     after.saturating_sub(before) as f64 / count as f64
 }
 

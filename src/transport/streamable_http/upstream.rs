@@ -66,11 +66,18 @@ impl StreamableHttpOutgoing {
             url: url.to_owned(),
             reason: e.to_string(),
         })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(TransportError::Url {
-                url: url.to_string(),
-                reason: "not an http:// or https:// URL".into(),
-            });
+        let refuse = |reason: &str| TransportError::Url {
+            url: url.to_string(),
+            reason: reason.into(),
+        };
+        match url.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(refuse(
+                    "https needs TLS, which this build leaves out for now",
+                ));
+            }
+            _ => return Err(refuse("not an http:// URL")),
         }
         let client = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
@@ -600,6 +607,32 @@ impl ConnectionCloser for UpstreamCloser {
         Closed {
             exit_code: None,
             description: lost.unwrap_or_else(|| "session closed".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> UpstreamOptions {
+        UpstreamOptions {
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            max_message_size: 1024,
+        }
+    }
+
+    #[test]
+    fn upstream_urls_are_checked_up_front() {
+        assert!(StreamableHttpOutgoing::new("http://127.0.0.1:3000/mcp", options()).is_ok());
+        for (url, says) in [
+            ("https://example.com/mcp", "TLS"),
+            ("ftp://example.com/mcp", "not an http"),
+            ("not a url", "invalid upstream URL"),
+        ] {
+            let error = StreamableHttpOutgoing::new(url, options()).unwrap_err();
+            assert!(error.to_string().contains(says), "{url}: {error}");
         }
     }
 }
