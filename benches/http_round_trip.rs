@@ -91,14 +91,23 @@ async fn idle_memory(args: &[&str], count: usize) -> f64 {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = rss_kib(membrane.pid());
-    // Then every session is deleted: what stays is what the allocator keeps, not sessions.
-    for session in &idle {
-        assert_eq!(session.delete().await.status(), 200);
+    // Then the sessions are deleted and as many opened and deleted again: the allocator keeps
+    // freed memory, but a leak would grow the second round by as much as the first.
+    let mut rounds = Vec::new();
+    for _ in 0..2 {
+        for session in &idle {
+            assert_eq!(session.delete().await.status(), 200);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rounds.push(rss_kib(membrane.pid()));
+        for session in idle.iter_mut() {
+            session.session = None;
+            session.initialize().await;
+        }
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let ended = rss_kib(membrane.pid());
     println!(
-        "memory: {before} KiB with one session, {after} KiB with {count} more, {ended} KiB once they are deleted"
+        "memory: {before} KiB with one session, {after} KiB with {count} more; after deleting them, {} KiB; after opening and deleting {count} again, {} KiB",
+        rounds[0], rounds[1]
     );
     after.saturating_sub(before) as f64 / count as f64
 }
