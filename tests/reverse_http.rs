@@ -6,8 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{Http, SseReader, membrane_reverse, python_http_server, rmcp_http_server};
-use common::{RawClient, WAIT, peers, plugin, rmcp_server, tool_text, write_config};
+use common::http::{
+    Background, Http, SseReader, membrane_reverse, python_http_server, rmcp_http_server,
+};
+use common::{
+    RawClient, WAIT, guard_toml, initialize_params, json_output, peers, rmcp_server, tool_text,
+    write_config,
+};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -32,6 +37,26 @@ fn children_of(pid: u32) -> usize {
         .count()
 }
 
+/// `membrane reverse` with the configuration `toml`, then `upstream` (`--upstream URL` or
+/// `-- CMD`); the directory holds the config file.
+async fn configured_reverse(
+    toml: &str,
+    upstream: &[&str],
+) -> (tempfile::TempDir, Background, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), toml);
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend(upstream);
+    let (membrane, url) = membrane_reverse(&args).await;
+    (dir, membrane, url)
+}
+
+/// [`configured_reverse`] in front of the rmcp server over stdio.
+async fn rmcp_behind_reverse(toml: &str) -> (tempfile::TempDir, Background, String) {
+    let server = rmcp_server();
+    configured_reverse(toml, &["--", server.to_str().unwrap()]).await
+}
+
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
@@ -42,20 +67,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn rmcp_clients_over_http_each_get_their_own_stdio_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[[plugins]]\npath = {:?}\n[plugins.config]\ndeny = [\"delete_*\"]\n",
-        plugin("tool-guard").display().to_string()
-    );
-    let config = write_config(dir.path(), &toml);
-    let server = rmcp_server();
-    let (membrane, url) = membrane_reverse(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--",
-        server.to_str().unwrap(),
-    ])
-    .await;
+    let (_dir, membrane, url) = rmcp_behind_reverse(&guard_toml(&["delete_*"])).await;
     let mut clients = Vec::new();
     for _ in 0..2 {
         let transport = StreamableHttpClientTransport::from_uri(url.as_str());
@@ -99,28 +111,8 @@ async fn python_client_over_http_to_a_python_http_server() {
     let (_server, upstream) = python_http_server(&[]).await;
     let (membrane, url) = membrane_reverse(&["--upstream", &upstream]).await;
     for mode in ["legacy", "auto"] {
-        let output = tokio::process::Command::new(peers().join("venv/bin/python"))
-            .arg(common::repo().join("tests/peers/python_client.py"))
-            .args([
-                "--mode",
-                mode,
-                "call",
-                "--tool",
-                "steps",
-                "--args",
-                r#"{"count": 3}"#,
-            ])
-            .args(["--", &url])
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{mode}: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+        let steps = ["call", "--tool", "steps", "--args", r#"{"count": 3}"#];
+        let seen = python_client(mode, &steps, &url).await;
         assert_eq!(seen["server_name"], "python-peer", "{seen}");
         assert_eq!(seen["call"]["text"], "done after 3 steps", "{seen}");
     }
@@ -200,16 +192,7 @@ async fn sse_events_pass_through_and_a_cut_stream_resumes() {
 
 #[tokio::test]
 async fn bad_requests_get_clear_statuses_and_the_session_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "max_message_size = 4096\n");
-    let server = rmcp_server();
-    let (_membrane, url) = membrane_reverse(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--",
-        server.to_str().unwrap(),
-    ])
-    .await;
+    let (_dir, _membrane, url) = rmcp_behind_reverse("max_message_size = 4096\n").await;
     let mut client = Http::new(&url);
     let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
     let no_session = client.post(&list).await;
@@ -289,27 +272,15 @@ async fn bad_requests_get_clear_statuses_and_the_session_goes_on() {
 
 #[tokio::test]
 async fn session_limit_delete_and_no_leaks() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "[session]\nmax_sessions = 2\n");
-    let server = rmcp_server();
-    let (membrane, url) = membrane_reverse(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--",
-        server.to_str().unwrap(),
-    ])
-    .await;
+    let (_dir, membrane, url) = rmcp_behind_reverse("[session]\nmax_sessions = 2\n").await;
     let mut first = Http::new(&url);
     first.initialize().await;
     let mut second = Http::new(&url);
     second.initialize().await;
     let mut third = Http::new(&url);
     let refused = third
-        .post(
-            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "third", "version": "0"}}}),
-        )
+        .post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": initialize_params("2025-06-18")}))
         .await;
     assert_eq!(refused.status(), 503, "more sessions than configured");
     assert_eq!(children_of(membrane.pid()), 2);
@@ -408,11 +379,8 @@ async fn an_upstream_that_is_down_gets_a_clear_answer() {
         membrane_reverse(&["--upstream", &format!("http://127.0.0.1:{port}/mcp")]).await;
     let client = Http::new(&url);
     let response = client
-        .post(
-            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"}}}),
-        )
+        .post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": initialize_params("2025-06-18")}))
         .await;
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.unwrap();
@@ -452,23 +420,14 @@ kill $proxy $upstream
             .join("tests/peers/python_client.py")
             .display(),
     );
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
+    // `unshare -n` needs root.
+    let seen = json_output(
         tokio::process::Command::new("unshare")
             .args(["-n", "bash", "-c", &script])
-            .env("XDG_CACHE_HOME", common::cache_home())
-            .output(),
+            .env("XDG_CACHE_HOME", common::cache_home()),
+        Duration::from_secs(60),
     )
-    .await
-    .expect("the namespace run ends in time")
-    .expect("unshare -n (needs root)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    .await;
     assert!(
         seen["call"]["text"]
             .as_str()
@@ -480,21 +439,15 @@ kill $proxy $upstream
 
 /// Runs the Python SDK client (`tests/peers/python_client.py`) against `url`.
 async fn python_client(mode: &str, args: &[&str], url: &str) -> Value {
-    let output = tokio::process::Command::new(peers().join("venv/bin/python"))
-        .arg(common::repo().join("tests/peers/python_client.py"))
-        .args(["--mode", mode])
-        .args(args)
-        .args(["--", url])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{mode}: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    json_output(
+        tokio::process::Command::new(peers().join("venv/bin/python"))
+            .arg(common::repo().join("tests/peers/python_client.py"))
+            .args(["--mode", mode])
+            .args(args)
+            .args(["--", url]),
+        WAIT,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -575,38 +528,15 @@ async fn stateless_headers_must_match_the_body() {
 
 #[tokio::test]
 async fn typescript_client_over_http_with_the_guard() {
-    let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[[plugins]]\npath = {:?}\n[plugins.config]\ndeny = [\"delete_*\"]\n",
-        plugin("tool-guard").display().to_string()
-    );
-    let config = write_config(dir.path(), &toml);
-    let server = rmcp_server();
-    let (membrane, url) = membrane_reverse(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--",
-        server.to_str().unwrap(),
-    ])
-    .await;
-    let output = tokio::time::timeout(
-        WAIT,
+    let (_dir, membrane, url) = rmcp_behind_reverse(&guard_toml(&["delete_*"])).await;
+    let seen = json_output(
         tokio::process::Command::new("node")
             .arg(common::repo().join("tests/peers/ts_client.mjs"))
             .arg(peers())
-            .args(["--", &url])
-            .output(),
+            .args(["--", &url]),
+        WAIT,
     )
-    .await
-    .expect("the client finished in time")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    .await;
     assert_eq!(seen["server_name"], "rmcp-peer", "{seen}");
     let tools = seen["tools"].as_array().unwrap();
     assert!(
@@ -666,24 +596,12 @@ async fn an_upstream_that_hangs_gets_a_clear_answer_in_bounded_time() {
             held.push(socket);
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "[http]\nupstream_timeout_secs = 1\n");
-    let (_membrane, url) = membrane_reverse(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--upstream",
-        &upstream,
-    ])
-    .await;
+    let toml = "[http]\nupstream_timeout_secs = 1\n";
+    let (_dir, _membrane, url) = configured_reverse(toml, &["--upstream", &upstream]).await;
     let client = Http::new(&url);
     let started = std::time::Instant::now();
     let answer = client
-        .request(
-            0,
-            "initialize",
-            json!({"protocolVersion": "2025-06-18",
-            "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}),
-        )
+        .request(0, "initialize", initialize_params("2025-06-18"))
         .await;
     assert_eq!(answer["error"]["code"], -32002, "{answer}");
     assert!(
@@ -703,20 +621,7 @@ async fn an_upstream_that_hangs_gets_a_clear_answer_in_bounded_time() {
 /// its own; each request's answer comes back on the batch's stream.
 #[tokio::test]
 async fn batches_at_2025_03_26_go_through_the_chain_one_by_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[[plugins]]\npath = {:?}\n[plugins.config]\ndeny = [\"delete_*\"]\n",
-        plugin("tool-guard").display().to_string()
-    );
-    let config = write_config(dir.path(), &toml);
-    let server = rmcp_server();
-    let (_membrane, url) = membrane_reverse(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--",
-        server.to_str().unwrap(),
-    ])
-    .await;
+    let (_dir, _membrane, url) = rmcp_behind_reverse(&guard_toml(&["delete_*"])).await;
     let mut client = Http::new(&url);
     client.version = "2025-03-26";
     client.initialize().await;

@@ -8,7 +8,7 @@ mod common;
 use std::ffi::OsStr;
 use std::path::Path;
 
-use common::{peers, plugin, rmcp_server, server_everything, write_config};
+use common::{peers, rmcp_server, server_everything, write_config};
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RunningService, ServiceError};
 use rmcp::transport::TokioChildProcess;
@@ -49,10 +49,7 @@ async fn tool_names(client: &RunningService<RoleClient, ()>) -> Vec<String> {
 }
 
 fn guard_config(dir: &tempfile::TempDir, deny: &[&str]) -> String {
-    let toml = format!(
-        "[[plugins]]\npath = {:?}\n[plugins.config]\ndeny = {deny:?}\n",
-        plugin("tool-guard").display().to_string()
-    );
+    let toml = common::guard_toml(deny);
     write_config(dir.path(), &toml).display().to_string()
 }
 
@@ -134,25 +131,15 @@ async fn rmcp_client_and_the_reference_server_with_a_guard() {
 async fn scripted_client(program: &Path, script_args: &[&OsStr]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let config = guard_config(&dir, &["delete_*"]);
-    let output = tokio::time::timeout(
-        common::WAIT,
+    let seen = common::json_output(
         tokio::process::Command::new(program)
             .args(script_args)
             .arg("--")
             .args([common::membrane(), "forward", "--config", &config, "--"])
-            .arg(rmcp_server())
-            .output(),
+            .arg(rmcp_server()),
+        common::WAIT,
     )
-    .await
-    .expect("the client finished in time")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    .await;
     assert_eq!(seen["server_name"], "rmcp-peer");
     let tools = seen["tools"].as_array().unwrap();
     assert!(

@@ -37,11 +37,11 @@ use crate::transport::streamable_http::{
     AttachError, DEFAULT_PROTOCOL_VERSION, EventId, LAST_EVENT_ID, MCP_METHOD, MCP_NAME,
     MCP_PROTOCOL_VERSION, MCP_SESSION_ID, PROTOCOL_VERSIONS, STATELESS_PROTOCOL_VERSION,
     SessionStreams, StreamEvent, StreamId, accepts, allows_batches, allows_priming,
-    decode_header_text, is_json_content, is_supported_version, named_target,
+    decode_header_text, is_json_content, named_target,
 };
 use crate::transport::{
     Closed, Connection, ConnectionCloser, Frame, Outbox, OutgoingTransport, ResponseMode,
-    TransportType, receiver_stream,
+    TransportType, drain_until, receiver_stream,
 };
 
 /// How the HTTP endpoint behaves.
@@ -305,23 +305,11 @@ fn client_connection(retention: usize) -> (Connection, Arc<ClientSession>) {
 /// Routes each message for the client onto its stream, waiting while that stream's reader is
 /// slow; a reader that went away is detached (its events stay for a resuming GET).
 async fn route_to_client(
-    mut queue: mpsc::Receiver<Message>,
+    queue: mpsc::Receiver<Message>,
     streams: Arc<SessionStreams>,
     finish: CancellationToken,
 ) {
-    loop {
-        let message = tokio::select! {
-            biased;
-            message = queue.recv() => message,
-            _ = finish.cancelled() => None,
-        };
-        let Some(message) = message else { break };
-        deliver(&streams, message).await;
-    }
-    queue.close();
-    while let Some(message) = queue.recv().await {
-        deliver(&streams, message).await;
-    }
+    drain_until(queue, finish, |message| deliver(&streams, message)).await;
     streams.close();
 }
 
@@ -363,22 +351,13 @@ impl ConnectionCloser for ClientCloser {
     }
 }
 
+/// A POST: one JSON-RPC message (or a 2025-03-26 batch) into its session.
 async fn handle_post(
     State(proxy): State<Arc<ReverseProxy>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    match post_message(&proxy, &headers, body).await {
-        Ok(response) => response,
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-async fn post_message(
-    proxy: &Arc<ReverseProxy>,
-    headers: &HeaderMap,
-    body: Bytes,
 ) -> Result<Response, Refusal> {
+    let (proxy, headers) = (&proxy, &headers);
     proxy.check_origin(headers)?;
     if !is_json_content(headers) {
         return Err(rpc_error(
@@ -499,15 +478,12 @@ async fn post_message(
     Ok(response)
 }
 
-async fn handle_get(State(proxy): State<Arc<ReverseProxy>>, headers: HeaderMap) -> Response {
-    match open_stream(&proxy, &headers) {
-        Ok(response) => response,
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
 /// A GET: the standalone stream, or the rest of a stream after `Last-Event-ID`.
-fn open_stream(proxy: &ReverseProxy, headers: &HeaderMap) -> Result<Response, Refusal> {
+async fn handle_get(
+    State(proxy): State<Arc<ReverseProxy>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let headers = &headers;
     proxy.check_origin(headers)?;
     if !accepts(headers, "text/event-stream") {
         return Err(rpc_error(
@@ -551,19 +527,17 @@ fn open_stream(proxy: &ReverseProxy, headers: &HeaderMap) -> Result<Response, Re
     Ok(sse_response(events, proxy.options.keep_alive))
 }
 
-async fn handle_delete(State(proxy): State<Arc<ReverseProxy>>, headers: HeaderMap) -> Response {
-    let ended = async {
-        proxy.check_origin(&headers)?;
-        stateful(&headers)?;
-        let (id, _) = proxy.session_of(&headers)?;
-        proxy.end_session(&id).await;
-        tracing::info!(session = %id, "client ended the session");
-        Ok::<_, Refusal>(StatusCode::OK.into_response())
-    };
-    match ended.await {
-        Ok(response) => response,
-        Err(refusal) => refusal.into_response(),
-    }
+/// A DELETE: the session ends, upstream too.
+async fn handle_delete(
+    State(proxy): State<Arc<ReverseProxy>>,
+    headers: HeaderMap,
+) -> Result<StatusCode, Refusal> {
+    proxy.check_origin(&headers)?;
+    stateful(&headers)?;
+    let (id, _) = proxy.session_of(&headers)?;
+    proxy.end_session(&id).await;
+    tracing::info!(session = %id, "client ended the session");
+    Ok(StatusCode::OK)
 }
 
 /// Ends a stateless exchange's session when dropped: after its answer, or when its client
@@ -607,7 +581,7 @@ fn stateless_status(answer: &Message, request: &Message) -> StatusCode {
 
 const SERVER_DISCOVER: &str = "server/discover";
 const METHOD_NOT_FOUND: i64 = -32601;
-const HEADER_MISMATCH: i64 = -32020;
+const HEADER_MISMATCH: i64 = ErrorCode::HeaderMismatch.code();
 const MISSING_CAPABILITY: i64 = -32021;
 const UNSUPPORTED_VERSION: i64 = -32022;
 
@@ -677,7 +651,7 @@ fn protocol_version(headers: &HeaderMap) -> Result<&'static str, Refusal> {
     let value = value.to_str().unwrap_or("");
     PROTOCOL_VERSIONS
         .into_iter()
-        .find(|known| *known == value && is_supported_version(known))
+        .find(|known| *known == value)
         .ok_or_else(|| {
             rpc_error(
                 StatusCode::BAD_REQUEST,

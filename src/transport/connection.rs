@@ -10,6 +10,7 @@ use futures::Stream;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::TransportType;
 use crate::protocol::Message;
@@ -48,6 +49,28 @@ impl Outbox {
     pub(crate) fn channel() -> (Outbox, mpsc::Receiver<Message>) {
         let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
         (Outbox(tx), rx)
+    }
+}
+
+/// Hands each queued message to `each` until `finish` fires, then refuses new messages and
+/// hands over those still queued: how a connection's sender ends without losing a message.
+pub(crate) async fn drain_until<F: Future<Output = ()>>(
+    mut queue: mpsc::Receiver<Message>,
+    finish: CancellationToken,
+    mut each: impl FnMut(Message) -> F,
+) {
+    loop {
+        let message = tokio::select! {
+            biased;
+            message = queue.recv() => message,
+            _ = finish.cancelled() => None,
+        };
+        let Some(message) = message else { break };
+        each(message).await;
+    }
+    queue.close();
+    while let Some(message) = queue.recv().await {
+        each(message).await;
     }
 }
 

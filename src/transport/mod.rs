@@ -12,8 +12,8 @@ mod subprocess;
 
 use async_trait::async_trait;
 
-pub(crate) use connection::receiver_stream;
 pub use connection::{Closed, Connection, ConnectionCloser, Frame, Inbound, Outbox};
+pub(crate) use connection::{drain_until, receiver_stream};
 pub use framing::{DEFAULT_MAX_MESSAGE_SIZE, NewlineCodec};
 pub use stdio::StdioIncoming;
 pub use streamable_http::StreamableHttpOutgoing;

@@ -196,13 +196,8 @@ impl Http {
     /// The handshake: initialize (keeping the session id) and notifications/initialized.
     pub async fn initialize(&mut self) -> Value {
         let response = self
-            .post(
-                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                    "protocolVersion": self.version,
-                    "capabilities": {},
-                    "clientInfo": {"name": "membrane-tests", "version": "0"}
-                }}),
-            )
+            .post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                    "params": super::initialize_params(self.version)}))
             .await;
         assert_eq!(response.status(), 200, "initialize");
         self.session = response

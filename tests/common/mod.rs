@@ -151,6 +151,39 @@ pub fn server_everything() -> Vec<String> {
     vec!["node".into(), entry.display().to_string(), "stdio".into()]
 }
 
+/// The params of an `initialize` request proposing `version`.
+pub fn initialize_params(version: &str) -> Value {
+    json!({
+        "protocolVersion": version,
+        "capabilities": {},
+        "clientInfo": {"name": "membrane-tests", "version": "0"}
+    })
+}
+
+/// A config with the tool-guard plugin denying the tools that match `deny`.
+pub fn guard_toml(deny: &[&str]) -> String {
+    format!(
+        "[[plugins]]\npath = {:?}\n[plugins.config]\ndeny = {deny:?}\n",
+        plugin("tool-guard").display().to_string()
+    )
+}
+
+/// Runs a scripted client (the peers' `*_client.*`) to its end, expects success and returns
+/// the one JSON object it prints.
+pub async fn json_output(command: &mut Command, within: Duration) -> Value {
+    let output = tokio::time::timeout(within, command.output())
+        .await
+        .expect("the client finished in time")
+        .expect("running the client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
 /// Writes a membrane config file into `dir` and returns its path.
 pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     let path = dir.join("membrane.toml");
@@ -368,15 +401,7 @@ impl RawClient {
     /// The MCP handshake; returns the initialize result.
     pub async fn initialize(&mut self) -> Value {
         let answer = self
-            .request(
-                0,
-                "initialize",
-                json!({
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "membrane-tests", "version": "0"}
-                }),
-            )
+            .request(0, "initialize", initialize_params("2025-06-18"))
             .await;
         self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .await;

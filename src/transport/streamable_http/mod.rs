@@ -10,6 +10,8 @@
 mod streams;
 mod upstream;
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::protocol::Message;
@@ -37,11 +39,6 @@ pub const DEFAULT_PROTOCOL_VERSION: &str = "2025-03-26";
 /// The first revision without sessions: each request stands alone and names its method in
 /// `Mcp-Method`.
 pub const STATELESS_PROTOCOL_VERSION: &str = "2026-07-28";
-
-/// Whether `version` is a revision membrane can carry.
-pub fn is_supported_version(version: &str) -> bool {
-    PROTOCOL_VERSIONS.contains(&version)
-}
 
 /// JSON-RPC batches exist only in 2025-03-26.
 pub fn allows_batches(version: &str) -> bool {
@@ -74,13 +71,29 @@ pub fn mirrored_headers(message: &Message) -> Vec<(HeaderName, HeaderValue)> {
 
 /// `params.name` or `params.uri` of the methods that name what they act on.
 pub fn named_target(message: &Message) -> Option<String> {
-    let field = match message.method()? {
-        "tools/call" | "prompts/get" => "name",
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+    /// Only these fields are read; the arguments and the rest are skipped unparsed.
+    #[derive(serde::Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow, default)]
+        params: Option<Target<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Target<'a> {
+        #[serde(borrow, default)]
+        name: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        uri: Option<Cow<'a, str>>,
+    }
+    let by_name = match message.method()? {
+        "tools/call" | "prompts/get" => true,
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => false,
         _ => return None,
     };
-    let value = message.to_value().ok()?;
-    value["params"][field].as_str().map(str::to_owned)
+    let target = serde_json::from_slice::<Request>(message.raw())
+        .ok()?
+        .params?;
+    let named = if by_name { target.name } else { target.uri };
+    named.map(Cow::into_owned)
 }
 
 const BASE64_PREFIX: &str = "=?base64?";
@@ -222,7 +235,6 @@ mod tests {
 
     #[test]
     fn revisions() {
-        assert!(is_supported_version("2025-06-18") && !is_supported_version("2024-11-05"));
         assert!(allows_batches("2025-03-26") && !allows_batches("2025-11-25"));
         assert!(allows_priming("2025-11-25") && !allows_priming("2025-06-18"));
     }

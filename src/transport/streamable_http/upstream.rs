@@ -10,7 +10,7 @@
 //! the connection DELETEs the upstream session. One `reqwest` client, and so one connection
 //! pool, serves all sessions.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,7 +29,7 @@ use crate::protocol::{
 };
 use crate::transport::{
     Closed, Connection, ConnectionCloser, Frame, Outbox, OutgoingTransport, TransportError,
-    TransportType, receiver_stream,
+    TransportType, drain_until, receiver_stream,
 };
 
 /// Timeouts and limits of the upstream HTTP client.
@@ -122,16 +122,15 @@ impl StreamableHttpOutgoing {
             None => (None, None),
         };
         let (frames, inbound) = mpsc::channel(INBOUND_DEPTH);
-        let peer_session_id = Arc::new(OnceLock::new());
+        let session_id = Arc::new(OnceLock::new());
         let session = Arc::new(UpstreamSession {
             http: self.clone(),
-            session_id: Mutex::new(None),
-            peer_session_id: peer_session_id.clone(),
-            protocol_version: Mutex::new(version),
+            session_id: session_id.clone(),
+            protocol_version: version.map(OnceLock::from).unwrap_or_default(),
             stateless: forwarded,
             frames,
             ended: CancellationToken::new(),
-            end_reason: Mutex::new(None),
+            end_reason: OnceLock::new(),
             tasks: TaskTracker::new(),
         });
         let (outbox, queue) = Outbox::channel();
@@ -148,7 +147,7 @@ impl StreamableHttpOutgoing {
                 writer,
                 finish,
             }),
-            peer_session_id,
+            peer_session_id: session_id,
         }
     }
 }
@@ -156,16 +155,16 @@ impl StreamableHttpOutgoing {
 /// One upstream MCP session.
 struct UpstreamSession {
     http: StreamableHttpOutgoing,
-    session_id: Mutex<Option<HeaderValue>>,
-    /// The same id, for whoever serves the connection (it goes into the session's record).
-    peer_session_id: Arc<OnceLock<String>>,
-    protocol_version: Mutex<Option<HeaderValue>>,
+    /// The server's `Mcp-Session-Id`, shared with whoever serves the connection (it goes into
+    /// the session's record).
+    session_id: Arc<OnceLock<String>>,
+    protocol_version: OnceLock<HeaderValue>,
     /// For a stateless exchange: the client's headers to send on.
     stateless: Option<HeaderMap>,
     frames: mpsc::Sender<Frame>,
     /// Fires when the connection is over: closed by membrane or lost upstream.
     ended: CancellationToken,
-    end_reason: Mutex<Option<String>>,
+    end_reason: OnceLock<String>,
     tasks: TaskTracker,
 }
 
@@ -180,20 +179,8 @@ impl UpstreamSession {
     /// Sends queued messages until `finish` fires, then what is still queued. Requests go out
     /// on tasks of their own (a slow tool call must not hold up the rest); notifications and
     /// answers are sent in turn.
-    async fn write(self: Arc<Self>, mut queue: mpsc::Receiver<Message>, finish: CancellationToken) {
-        loop {
-            let message = tokio::select! {
-                biased;
-                message = queue.recv() => message,
-                _ = finish.cancelled() => None,
-            };
-            let Some(message) = message else { break };
-            self.send_message(message).await;
-        }
-        queue.close();
-        while let Some(message) = queue.recv().await {
-            self.send_message(message).await;
-        }
+    async fn write(self: Arc<Self>, queue: mpsc::Receiver<Message>, finish: CancellationToken) {
+        drain_until(queue, finish, |message| self.send_message(message)).await;
     }
 
     async fn send_message(self: &Arc<Self>, message: Message) {
@@ -235,11 +222,9 @@ impl UpstreamSession {
         }
         if sent.initialize
             && let Some(id) = response.headers().get(&MCP_SESSION_ID)
+            && let Ok(id) = id.to_str()
         {
-            *lock(&self.session_id) = Some(id.clone());
-            if let Ok(id) = id.to_str() {
-                let _ = self.peer_session_id.set(id.to_owned());
-            }
+            let _ = self.session_id.set(id.to_owned());
         }
         if content_type_is(response.headers(), "text/event-stream") {
             self.read_events(response, sent).await;
@@ -257,10 +242,10 @@ impl UpstreamSession {
     /// Adds the session's headers to a request.
     fn request(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let mut request = request;
-        if let Some(id) = lock(&self.session_id).clone() {
-            request = request.header(&MCP_SESSION_ID, id);
+        if let Some(id) = self.session_id.get() {
+            request = request.header(&MCP_SESSION_ID, id.as_str());
         }
-        if let Some(version) = lock(&self.protocol_version).clone() {
+        if let Some(version) = self.protocol_version.get() {
             request = request.header(&MCP_PROTOCOL_VERSION, version);
         }
         request
@@ -301,7 +286,7 @@ impl UpstreamSession {
     /// error in the body answers the request as it is, or one is made from the status.
     async fn refused(&self, response: reqwest::Response, sent: &Sent) {
         let status = response.status();
-        if status == StatusCode::NOT_FOUND && lock(&self.session_id).is_some() {
+        if status == StatusCode::NOT_FOUND && self.session_id.get().is_some() {
             return self.lose("the upstream server ended the session (HTTP 404)");
         }
         let body = read_body(response, self.http.options.max_message_size)
@@ -503,7 +488,7 @@ impl UpstreamSession {
             && let Some(version) = value["result"]["protocolVersion"].as_str()
             && let Ok(version) = HeaderValue::from_str(version)
         {
-            *lock(&self.protocol_version) = Some(version);
+            let _ = self.protocol_version.set(version);
         }
         let _ = self.frames.send(Frame::Message(message)).await;
     }
@@ -520,7 +505,7 @@ impl UpstreamSession {
     /// The upstream session is gone: the connection ends.
     fn lose(&self, reason: &str) {
         tracing::info!("{reason}");
-        lock(&self.end_reason).get_or_insert_with(|| reason.to_owned());
+        let _ = self.end_reason.set(reason.to_owned());
         self.ended.cancel();
     }
 }
@@ -566,10 +551,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 struct UpstreamCloser {
     session: Arc<UpstreamSession>,
     writer: tokio::task::JoinHandle<()>,
@@ -587,9 +568,8 @@ impl ConnectionCloser for UpstreamCloser {
         // What is queued still goes out; then the upstream session is deleted.
         finish.cancel();
         let _ = tokio::time::timeout(grace, writer).await;
-        let lost = lock(&session.end_reason).clone();
-        let id = lock(&session.session_id).clone();
-        if let (None, Some(_)) = (&lost, id) {
+        let lost = session.end_reason.get().cloned();
+        if lost.is_none() && session.session_id.get().is_some() {
             let delete = session.request(session.http.client.delete(session.http.url.clone()));
             match tokio::time::timeout(grace, delete.send()).await {
                 Ok(Ok(response)) => {
