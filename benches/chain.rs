@@ -201,7 +201,7 @@ fn chain_of_three(c: &mut Criterion) {
             .with(limit.clone(), FailurePolicy::Block)
             .with(rules.clone(), FailurePolicy::Block);
         let session = sessions
-            .create(TransportType::Stdio, TransportType::Stdio)
+            .create(TransportType::Stdio, TransportType::Stdio, None)
             .await
             .unwrap();
         let mut ctx = call_context(1024);

@@ -17,16 +17,50 @@
 //! [session]
 //! max_sessions = 1024
 //! idle_timeout_secs = 1800      # default: none over stdio, 30 minutes for HTTP clients
+//! max_pending_requests = 256    # requests awaiting an answer, per session and direction
 //!
 //! [pause]
 //! on_timeout = "block"          # or "continue"
 //!
 //! [http]                        # Streamable HTTP, either side
+//! allowed_hosts = ["mcp.example.com"]   # Host names besides loopback ones (those only when
+//!                               # bound to loopback); "*": any. Others get 403.
 //! allowed_origins = ["https://app.example.com"]   # browser origins besides loopback; "*": any
 //! keep_alive_secs = 15          # comment on idle SSE streams
-//! event_retention = 256         # events each stream keeps for Last-Event-ID replay
+//! event_retention_bytes = 1048576   # events each session keeps for Last-Event-ID replay
+//! max_streams = 32              # open SSE streams per session
+//! max_batch_size = 64           # messages in one JSON-RPC batch
+//! max_connections = 1024        # more wait in the listen backlog
+//! header_timeout_secs = 10      # TLS handshake and each request's headers
+//! body_timeout_secs = 30        # each request's body, whole
+//! idle_timeout_secs = 60        # a kept-alive connection without a request
+//! body_budget_bytes = 67108864  # request bodies being received at once (beyond 64 KiB each)
+//! send_timeout_secs = 10        # a client that stops reading its stream loses it
+//! drain_timeout_secs = 10       # SIGTERM: the longest wait for sessions and connections
 //! connect_timeout_secs = 5      # upstream connection
 //! upstream_timeout_secs = 300   # wait for an upstream response to begin, or for its next event
+//! upstream_event_timeout_secs = 60  # an upstream SSE event, from its first byte to its end
+//! ca_file = "upstream-ca.pem"   # roots trusted for https upstreams besides the system's
+//! client_cert = "client.pem"    # a client certificate for upstreams that ask (with client_key)
+//! client_key = "client.key"
+//! [http.upstream_headers]       # sent upstream on every request; the client's never are
+//! Authorization = "env:UPSTREAM_TOKEN"   # or "file:/run/secrets/token", or a literal value
+//!
+//! [tls]                         # serve https (reloaded on SIGHUP or when the files change)
+//! cert = "server.pem"
+//! key = "server.key"
+//!
+//! [auth]                        # clients need a bearer token (see crate::auth)
+//! bearer_tokens_file = "tokens"
+//! resource = "https://mcp.example.com/mcp"
+//! required_scopes = ["mcp"]
+//! claims = ["groups"]           # handed to plugins with the principal
+//! [[auth.scopes]]
+//! tools = ["delete_*"]
+//! scopes = ["mcp:admin"]
+//! [auth.jwt]
+//! issuer = "https://auth.example.com"
+//! jwks_url = "https://auth.example.com/.well-known/jwks.json"   # or jwks_file
 //!
 //! [[plugins]]
 //! name = "tool-guard"
@@ -45,13 +79,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::interceptor::{FailurePolicy, PauseTimeoutPolicy};
-use crate::proxy::reverse::HttpOptions;
 use crate::session::SessionConfig;
-use crate::transport::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::transport::streamable_http::UpstreamOptions;
+use crate::transport::streamable_http::{FrontOptions, HostPolicy, UpstreamOptions};
+use crate::transport::tls::ClientTlsOptions;
+use crate::transport::{DEFAULT_MAX_MESSAGE_SIZE, ServerLimits};
 use crate::wasm::{Capability, ComponentCache, Grants, PluginLimits, PluginSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +112,8 @@ pub enum ConfigError {
     },
     #[error("two plugins are named '{0}': give one of them another `name`")]
     DuplicateName(String),
+    #[error("[http.upstream_headers] {name}: {reason}")]
+    UpstreamHeader { name: String, reason: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +129,10 @@ pub struct Config {
     pub wasm: WasmSection,
     #[serde(default)]
     pub http: HttpSection,
+    /// Serve HTTPS with this certificate.
+    pub tls: Option<TlsSection>,
+    /// Require bearer tokens from HTTP clients.
+    pub auth: Option<AuthConfig>,
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
     /// A directory of plugins: each `*.wasm` in it (by file name) joins the chain after
@@ -106,6 +151,8 @@ impl Default for Config {
             pause: PauseSection::default(),
             wasm: WasmSection::default(),
             http: HttpSection::default(),
+            tls: None,
+            auth: None,
             plugins: Vec::new(),
             plugin_dir: None,
             watch: true,
@@ -148,23 +195,62 @@ impl WasmSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
+    pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
     pub keep_alive_secs: u64,
-    pub event_retention: usize,
+    pub event_retention_bytes: usize,
+    pub max_streams: usize,
+    pub max_batch_size: usize,
+    pub max_connections: usize,
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub body_budget_bytes: usize,
+    pub send_timeout_secs: u64,
+    pub drain_timeout_secs: u64,
     pub connect_timeout_secs: u64,
     pub upstream_timeout_secs: u64,
+    pub upstream_event_timeout_secs: u64,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Header name to value; `env:NAME` and `file:PATH` values are read from there.
+    pub upstream_headers: BTreeMap<String, String>,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         Self {
+            allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             keep_alive_secs: 15,
-            event_retention: 256,
+            event_retention_bytes: 1024 * 1024,
+            max_streams: 32,
+            max_batch_size: crate::proxy::DEFAULT_MAX_BATCH_SIZE,
+            max_connections: 1024,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            body_budget_bytes: 64 * 1024 * 1024,
+            send_timeout_secs: 10,
+            drain_timeout_secs: 10,
             connect_timeout_secs: 5,
             upstream_timeout_secs: 300,
+            upstream_event_timeout_secs: 60,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            upstream_headers: BTreeMap::new(),
         }
     }
+}
+
+/// `[tls]`: the listener's certificate chain and key, PEM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -173,6 +259,8 @@ pub struct SessionSection {
     pub max_sessions: Option<usize>,
     /// Seconds without traffic after which a session is closed; unset keeps sessions forever.
     pub idle_timeout_secs: Option<u64>,
+    /// Requests awaiting an answer, per session and direction.
+    pub max_pending_requests: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -218,8 +306,27 @@ impl Config {
         for plugin in &mut config.plugins {
             plugin.path = base.join(&plugin.path);
         }
-        config.plugin_dir = config.plugin_dir.map(|dir| base.join(dir));
-        config.wasm.cache_dir = config.wasm.cache_dir.map(|dir| base.join(dir));
+        let relative = |path: &mut PathBuf| *path = base.join(&*path);
+        config.plugin_dir.as_mut().map(relative);
+        config.wasm.cache_dir.as_mut().map(relative);
+        let http = &mut config.http;
+        for path in [
+            &mut http.ca_file,
+            &mut http.client_cert,
+            &mut http.client_key,
+        ] {
+            path.as_mut().map(relative);
+        }
+        if let Some(tls) = &mut config.tls {
+            relative(&mut tls.cert);
+            relative(&mut tls.key);
+        }
+        if let Some(auth) = &mut config.auth {
+            auth.bearer_tokens_file.as_mut().map(relative);
+            if let Some(jwt) = &mut auth.jwt {
+                jwt.jwks_file.as_mut().map(relative);
+            }
+        }
         Ok(config)
     }
 
@@ -241,24 +348,63 @@ impl Config {
         Ok(plugins)
     }
 
-    /// How membrane's HTTP endpoint behaves.
-    pub fn http_options(&self) -> HttpOptions {
-        HttpOptions {
-            allowed_origins: self.http.allowed_origins.clone(),
-            keep_alive: Duration::from_secs(self.http.keep_alive_secs.max(1)),
-            event_retention: self.http.event_retention,
+    /// How membrane's HTTP endpoint behaves when it listens on `listen`.
+    pub fn front_options(&self, listen: SocketAddr) -> FrontOptions {
+        let http = &self.http;
+        FrontOptions {
+            hosts: HostPolicy::new(listen, &http.allowed_hosts),
+            allowed_origins: http.allowed_origins.clone(),
+            tls: self.tls.is_some(),
+            keep_alive: Duration::from_secs(http.keep_alive_secs.max(1)),
             retry: Duration::from_secs(1),
             max_message_size: self.max_message_size,
+            max_batch_size: http.max_batch_size,
+            max_streams: http.max_streams.max(1),
+            event_retention_bytes: http.event_retention_bytes,
+            body_timeout: Duration::from_secs(http.body_timeout_secs.max(1)),
+            body_budget: http.body_budget_bytes,
+            send_timeout: Duration::from_secs(http.send_timeout_secs.max(1)),
         }
     }
 
-    /// How membrane talks to HTTP upstreams.
-    pub fn upstream_options(&self) -> UpstreamOptions {
-        UpstreamOptions {
+    /// The bounds of membrane's HTTP server.
+    pub fn server_limits(&self) -> ServerLimits {
+        let http = &self.http;
+        ServerLimits {
+            max_connections: http.max_connections.max(1),
+            header_timeout: Duration::from_secs(http.header_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(http.idle_timeout_secs.max(1)),
+            write_timeout: Duration::from_secs(http.send_timeout_secs.max(1)),
+        }
+    }
+
+    /// How long SIGTERM waits for sessions and connections to end.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.http.drain_timeout_secs)
+    }
+
+    /// How membrane checks the servers it connects to over https.
+    pub fn client_tls(&self) -> ClientTlsOptions {
+        ClientTlsOptions {
+            ca_file: self.http.ca_file.clone(),
+            client_cert: self
+                .http
+                .client_cert
+                .clone()
+                .zip(self.http.client_key.clone()),
+        }
+    }
+
+    /// How membrane talks to HTTP upstreams; reads the upstream headers' values now.
+    pub fn upstream_options(&self) -> Result<UpstreamOptions, ConfigError> {
+        Ok(UpstreamOptions {
             connect_timeout: Duration::from_secs(self.http.connect_timeout_secs),
             response_timeout: Duration::from_secs(self.http.upstream_timeout_secs),
+            event_timeout: Duration::from_secs(self.http.upstream_event_timeout_secs.max(1)),
             max_message_size: self.max_message_size,
-        }
+            tls: self.client_tls(),
+            headers: upstream_headers(&self.http.upstream_headers)?,
+        })
     }
 
     pub fn session_config(&self) -> SessionConfig {
@@ -266,6 +412,11 @@ impl Config {
         SessionConfig {
             max_sessions: self.session.max_sessions.unwrap_or(defaults.max_sessions),
             idle_timeout: self.session.idle_timeout_secs.map(Duration::from_secs),
+            max_pending_requests: self
+                .session
+                .max_pending_requests
+                .unwrap_or(defaults.max_pending_requests)
+                .max(1),
         }
     }
 }
@@ -337,6 +488,50 @@ impl PluginConfig {
     }
 }
 
+/// Headers membrane sets itself on upstream requests; configuring them is an error.
+const MANAGED_HEADERS: [&str; 8] = [
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "accept",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+];
+
+/// The configured upstream headers, their `env:` and `file:` values read, marked sensitive
+/// (they are credentials, as a rule, and stay out of debug output).
+fn upstream_headers(configured: &BTreeMap<String, String>) -> Result<HeaderMap, ConfigError> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in configured {
+        let error = |reason: String| ConfigError::UpstreamHeader {
+            name: name.clone(),
+            reason,
+        };
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| error("not a valid header name".into()))?;
+        if MANAGED_HEADERS.contains(&header.as_str()) {
+            return Err(error("membrane sets this header itself".into()));
+        }
+        let text = if let Some(var) = value.strip_prefix("env:") {
+            std::env::var(var)
+                .map_err(|_| error(format!("the environment variable {var} is not set")))?
+        } else if let Some(path) = value.strip_prefix("file:") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| error(format!("cannot read {path}: {e}")))?;
+            text.trim_end_matches(['\r', '\n']).to_owned()
+        } else {
+            value.clone()
+        };
+        let mut value = HeaderValue::from_str(&text)
+            .map_err(|_| error("the value is not valid header text".into()))?;
+        value.set_sensitive(true);
+        headers.append(header, value);
+    }
+    Ok(headers)
+}
+
 /// The `*.wasm` files in `dir` by file name, each with the settings in the `.toml` beside it.
 fn plugins_in(dir: &Path) -> Result<Vec<PluginConfig>, ConfigError> {
     let read_error = |source| ConfigError::Read {
@@ -406,20 +601,20 @@ impl ConfigSource {
         Ok(config)
     }
 
-    /// The directories to watch for changes: the config file's, the plugin directory, and
-    /// those of the listed plugins (editors and deploy tools replace files by renaming, so
-    /// watching the directory is what sees it).
-    pub fn watched_dirs(&self, config: &Config) -> Vec<PathBuf> {
-        let parent = |path: &Path| match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let mut dirs: Vec<PathBuf> = self.file.iter().map(|file| parent(file)).collect();
-        dirs.extend(config.plugin_dir.clone());
-        dirs.extend(config.plugins.iter().map(|plugin| parent(&plugin.path)));
-        dirs.sort();
-        dirs.dedup();
-        dirs
+    /// The files whose change calls for a reload: the config file, the listed plugins, the
+    /// listener's certificate and key, the token and key set files; and the plugin directory,
+    /// where any `*.wasm` or `*.toml` counts.
+    pub fn watched(&self, config: &Config) -> (Vec<PathBuf>, Option<PathBuf>) {
+        let mut files: Vec<PathBuf> = self.file.iter().cloned().collect();
+        files.extend(config.plugins.iter().map(|plugin| plugin.path.clone()));
+        if let Some(tls) = &config.tls {
+            files.extend([tls.cert.clone(), tls.key.clone()]);
+        }
+        if let Some(auth) = &config.auth {
+            files.extend(auth.bearer_tokens_file.clone());
+            files.extend(auth.jwt.as_ref().and_then(|jwt| jwt.jwks_file.clone()));
+        }
+        (files, config.plugin_dir.clone())
     }
 }
 

@@ -8,6 +8,7 @@
 //! assembly), [`config`] (the TOML file), [`app`] (wiring a configuration into a running proxy).
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod interceptor;
 pub mod protocol;

@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use membrane::app::App;
 use membrane::config::ConfigSource;
-use membrane::proxy::reverse::ReverseProxy;
-use membrane::proxy::{forward, shutdown_signal};
+use membrane::proxy::{forward, reverse, shutdown_signal};
 use membrane::transport::{
-    OutgoingTransport, StdioIncoming, StreamableHttpOutgoing, SubprocessOutgoing,
+    HttpServer, OutgoingTransport, StdioIncoming, StreamableHttpIncoming, StreamableHttpOutgoing,
+    SubprocessOutgoing,
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -37,11 +38,15 @@ enum Command {
         #[command(flatten)]
         upstream: Upstream,
     },
-    /// Serve MCP clients over Streamable HTTP at http://ADDR/mcp.
+    /// Serve MCP clients over Streamable HTTP at http(s)://ADDR/mcp.
     Reverse {
         /// Address to listen on; loopback unless you mean otherwise.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Listen beyond loopback without [auth]: only when something in front of membrane
+        /// authenticates clients.
+        #[arg(long)]
+        allow_unauthenticated: bool,
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
@@ -84,11 +89,15 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    membrane::transport::tls::provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("starting the tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // Whatever is still running (a session past the drain time) does not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             tracing::error!("{e:#}");
@@ -115,7 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let outgoing: Arc<dyn OutgoingTransport> = match (&upstream.upstream, &upstream.server[..]) {
         (Some(url), _) => Arc::new(StreamableHttpOutgoing::new(
             url,
-            app.config.upstream_options(),
+            app.config.upstream_options()?,
         )?),
         (None, [program, args @ ..]) => Arc::new(SubprocessOutgoing::new(
             program.clone(),
@@ -129,11 +138,18 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut incoming = StdioIncoming::new(app.config.max_message_size);
             forward::run(app.pipeline.clone(), &mut incoming, outgoing.as_ref()).await?
         }
-        Command::Reverse { listen, .. } => {
+        Command::Reverse {
+            listen,
+            allow_unauthenticated,
+            ..
+        } => {
+            check_exposure(&app, listen, allow_unauthenticated)?;
+            let incoming =
+                StreamableHttpIncoming::new(app.config.front_options(listen), app.auth.clone());
             let listener = tokio::net::TcpListener::bind(listen).await?;
-            tracing::info!("listening on http://{}/mcp", listener.local_addr()?);
-            let proxy =
-                ReverseProxy::new(app.pipeline.clone(), outgoing, app.config.http_options());
+            let server = HttpServer::new(listener, app.tls.clone(), app.config.server_limits());
+            let scheme = if app.tls.is_some() { "https" } else { "http" };
+            tracing::info!("listening on {scheme}://{}/mcp", server.local_addr()?);
             let shutdown = CancellationToken::new();
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -141,10 +157,50 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 tracing::info!("shutting down");
                 stop.cancel();
             });
-            proxy.serve(listener, shutdown).await?;
+            let drain = app.config.drain_timeout();
+            reverse::run(
+                app.pipeline.clone(),
+                outgoing,
+                incoming,
+                server,
+                shutdown,
+                drain,
+            )
+            .await;
             0
         }
     };
     app.log_metrics().await;
     Ok(code)
+}
+
+/// Refuses to serve beyond loopback without authentication (unless told that something in
+/// front authenticates) or without the Host names clients use; warns about what stays risky.
+fn check_exposure(
+    app: &App,
+    listen: SocketAddr,
+    allow_unauthenticated: bool,
+) -> anyhow::Result<()> {
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    let config = &app.config;
+    if config.auth.is_none() {
+        if !allow_unauthenticated {
+            anyhow::bail!(
+                "refusing to listen on {listen} without [auth]: anyone who reaches it could use the upstream server. \
+                 Configure [auth], listen on loopback, or pass --allow-unauthenticated if something in front of membrane authenticates clients"
+            );
+        }
+        tracing::warn!(%listen, "listening beyond loopback WITHOUT authentication (--allow-unauthenticated)");
+    }
+    if config.http.allowed_hosts.is_empty() {
+        anyhow::bail!(
+            "listening on {listen} needs [http] allowed_hosts: the Host names clients use to reach membrane (\"*\" for any)"
+        );
+    }
+    if config.auth.is_some() && config.tls.is_none() {
+        tracing::warn!(%listen, "bearer tokens will travel in clear text: configure [tls] or terminate TLS in front of membrane");
+    }
+    Ok(())
 }

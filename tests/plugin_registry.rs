@@ -253,12 +253,12 @@ async fn session_state_is_private_to_each_session_and_ends_with_it() {
         .await
         .unwrap();
     let a = sessions
-        .create(TransportType::Stdio, TransportType::Stdio)
+        .create(TransportType::Stdio, TransportType::Stdio, None)
         .await
         .unwrap()
         .id;
     let b = sessions
-        .create(TransportType::Stdio, TransportType::Stdio)
+        .create(TransportType::Stdio, TransportType::Stdio, None)
         .await
         .unwrap()
         .id;

@@ -70,6 +70,7 @@ async fn rmcp_clients_over_http_each_get_their_own_stdio_server() {
     let (_dir, membrane, url) = rmcp_behind_reverse(&guard_toml(&["delete_*"])).await;
     let mut clients = Vec::new();
     for _ in 0..2 {
+        common::tls_provider();
         let transport = StreamableHttpClientTransport::from_uri(url.as_str());
         let client = tokio::time::timeout(WAIT, ().serve(transport))
             .await

@@ -1,17 +1,20 @@
 //! Wiring: turns a [`ConfigSource`] into a running [`App`] (session manager, plugin registry,
-//! pipeline) and keeps it in step with its configuration ([`reload`]). The one place that
-//! knows all the rooms.
+//! pipeline, and for the HTTP front its authenticator and certificate) and keeps it in step
+//! with its configuration ([`reload`]). The one place that knows all the rooms.
 
 mod reload;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::interceptor::{FailurePolicy, InterceptorChain, PauseController};
 use crate::proxy::Pipeline;
 use crate::session::SessionManager;
+use crate::transport::tls::{ServerTls, TlsError, http_client};
 use crate::wasm::{PluginEnv, PluginRegistry, PluginSpec, RegistryError, ReloadReport};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,14 +23,25 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Plugins(#[from] RegistryError),
+    #[error("[tls]: {0}")]
+    Tls(#[from] TlsError),
+    #[error("[auth]: {0}")]
+    Auth(String),
 }
 
 pub struct App {
     pub config: Config,
     pub pipeline: Arc<Pipeline>,
     pub plugins: Arc<PluginRegistry>,
+    /// Checks HTTP clients' tokens, when `[auth]` is configured.
+    pub auth: Option<Arc<Authenticator>>,
+    /// The HTTP listener's certificate, when `[tls]` is configured.
+    pub tls: Option<Arc<ServerTls>>,
     source: ConfigSource,
 }
+
+/// How long fetching an authorization server's keys may take in all.
+const AUTH_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl App {
     /// Reads the configuration, loads every plugin and assembles the pipeline.
@@ -46,16 +60,35 @@ impl App {
             config.wasm.pool_size(),
         ));
         plugins.apply(plugin_specs(&config)?).await?;
-        let pipeline = Arc::new(Pipeline {
+        let mut pipeline = Pipeline::new(
             sessions,
             chain,
-            pauses: Arc::new(PauseController::new(config.pause.on_timeout)),
-            max_message_size: config.max_message_size,
-        });
+            Arc::new(PauseController::new(config.pause.on_timeout)),
+            config.max_message_size,
+        );
+        pipeline.max_batch_size = config.http.max_batch_size;
+        let tls = match &config.tls {
+            Some(tls) => Some(ServerTls::load(&tls.cert, &tls.key)?),
+            None => None,
+        };
+        let auth = match &config.auth {
+            Some(auth) => {
+                let http = http_client(&config.client_tls())?
+                    .timeout(AUTH_FETCH_TIMEOUT)
+                    .build()
+                    .map_err(|e| AppError::Auth(e.to_string()))?;
+                Some(Arc::new(
+                    Authenticator::new(auth, http).map_err(AppError::Auth)?,
+                ))
+            }
+            None => None,
+        };
         Ok(Self {
             config,
-            pipeline,
+            pipeline: Arc::new(pipeline),
             plugins,
+            auth,
+            tls,
             source,
         })
     }
@@ -70,6 +103,25 @@ impl App {
         let config = self.source.load()?;
         let report = self.plugins.apply(plugin_specs(&config)?).await?;
         Ok((config, report))
+    }
+
+    /// Reads the listener's certificate and the token files again, each on its own: what fails
+    /// to load is logged and the one in use stays. The rest of `[tls]` and `[auth]` takes
+    /// effect at the next start.
+    async fn reload_credentials(&self) {
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::debug!("reloaded the TLS certificate"),
+                Err(e) => {
+                    tracing::error!("TLS certificate not reloaded, the current one stays: {e}")
+                }
+            }
+        }
+        if let Some(auth) = &self.auth
+            && let Err(e) = auth.reload().await
+        {
+            tracing::error!("[auth] files not reloaded, the current ones stay: {e}");
+        }
     }
 
     /// Logs each plugin's metrics: a summary for operators until there is a metrics endpoint.

@@ -1,14 +1,18 @@
 //! Keeps a running [`App`] in step with its configuration: it reloads on SIGHUP and, unless the
-//! config says `watch = false`, whenever something changes in the directories of the config
-//! file, the plugin directory or a listed plugin. File events are debounced (a deploy writes
-//! in several steps), reloads run one at a time, and after each one the watched directories
-//! follow the new configuration. A rejected reload is logged and changes nothing.
+//! config says `watch = false`, when a file that matters changes: the config file, a listed
+//! plugin, the listener's certificate or key, the token or key set file, or a `*.wasm` or
+//! `*.toml` in the plugin directory. Nothing else in those directories counts, so membrane's
+//! own writes beside its config (a log, a store, a cache) never trigger a reload. File events
+//! are debounced (a deploy writes in several steps) but a reload still happens at least once a
+//! second under continuous change; reloads run one at a time, and after each one the watch
+//! follows the new configuration. A rejected reload is logged and changes nothing.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -18,10 +22,54 @@ use crate::config::Config;
 /// Quiet time after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// The longest a reload waits for quiet once a change is seen.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
     Signal,
     FileChange,
+}
+
+/// The paths whose change calls for a reload, absolute.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct WatchSet {
+    files: BTreeSet<PathBuf>,
+    plugin_dir: Option<PathBuf>,
+}
+
+impl WatchSet {
+    fn of(app: &App, config: &Config) -> Self {
+        let (files, plugin_dir) = app.source.watched(config);
+        Self {
+            files: files.iter().map(|file| absolute(file)).collect(),
+            plugin_dir: plugin_dir.map(|dir| absolute(&dir)),
+        }
+    }
+
+    /// The directories to watch: those of the files (editors and deploy tools replace files by
+    /// renaming, which only the directory sees), and the plugin directory.
+    fn dirs(&self) -> BTreeSet<PathBuf> {
+        let parents = self
+            .files
+            .iter()
+            .filter_map(|file| file.parent().map(Path::to_owned));
+        parents.chain(self.plugin_dir.clone()).collect()
+    }
+
+    fn matters(&self, path: &Path) -> bool {
+        self.files.contains(path)
+            || self.plugin_dir.as_deref().is_some_and(|dir| {
+                path.parent() == Some(dir)
+                    && path
+                        .extension()
+                        .is_some_and(|ext| ext == "wasm" || ext == "toml")
+            })
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 impl App {
@@ -29,28 +77,40 @@ impl App {
     pub fn spawn_reloader(self: &Arc<Self>) {
         let (triggers, mut next) = mpsc::unbounded_channel();
         spawn_hangup_listener(triggers.clone());
-        let mut watcher = self.config.watch.then(|| file_watcher(triggers)).flatten();
+        let watching = Arc::new(ArcSwap::from_pointee(WatchSet::of(self, &self.config)));
+        let mut watcher = self
+            .config
+            .watch
+            .then(|| file_watcher(triggers, watching.clone()))
+            .flatten();
         let app = self.clone();
         tokio::spawn(async move {
             let mut watched = BTreeSet::new();
             if let Some(watcher) = &mut watcher {
-                follow(watcher, &mut watched, &app.source.watched_dirs(&app.config));
+                follow(watcher, &mut watched, &watching.load().dirs());
             }
             while let Some(trigger) = next.recv().await {
                 if trigger == Trigger::FileChange {
-                    // Wait for the writes to settle.
-                    while let Ok(more) = tokio::time::timeout(DEBOUNCE, next.recv()).await {
-                        if more.is_none() {
-                            return;
+                    // Wait for the writes to settle, but not for ever.
+                    let deadline = tokio::time::Instant::now() + MAX_DEBOUNCE;
+                    loop {
+                        let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(deadline);
+                        match tokio::time::timeout_at(quiet, next.recv()).await {
+                            Ok(Some(_)) => continue,
+                            Ok(None) => return,
+                            Err(_) => break,
                         }
                     }
                 }
                 while next.try_recv().is_ok() {}
+                app.reload_credentials().await;
                 let Some(config) = app.reload_logged(trigger).await else {
                     continue;
                 };
                 if let Some(watcher) = &mut watcher {
-                    follow(watcher, &mut watched, &app.source.watched_dirs(&config));
+                    let set = WatchSet::of(&app, &config);
+                    follow(watcher, &mut watched, &set.dirs());
+                    watching.store(Arc::new(set));
                 }
             }
         });
@@ -99,15 +159,19 @@ fn spawn_hangup_listener(triggers: mpsc::UnboundedSender<Trigger>) {
     });
 }
 
-/// A watcher that reports every change of a file (not mere reads) as a trigger.
-fn file_watcher(triggers: mpsc::UnboundedSender<Trigger>) -> Option<RecommendedWatcher> {
+/// A watcher that reports every change (not mere reads) of a path that matters as a trigger.
+fn file_watcher(
+    triggers: mpsc::UnboundedSender<Trigger>,
+    watching: Arc<ArcSwap<WatchSet>>,
+) -> Option<RecommendedWatcher> {
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && matches!(
-                event.kind,
-                EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-            )
-        {
+        let Ok(event) = event else { return };
+        let change = matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+        );
+        let set = watching.load();
+        if change && event.paths.iter().any(|path| set.matters(path)) {
             let _ = triggers.send(Trigger::FileChange);
         }
     });
@@ -117,21 +181,61 @@ fn file_watcher(triggers: mpsc::UnboundedSender<Trigger>) -> Option<RecommendedW
 }
 
 /// Makes the watcher watch exactly `dirs`.
-fn follow(watcher: &mut RecommendedWatcher, watched: &mut BTreeSet<PathBuf>, dirs: &[PathBuf]) {
-    let wanted: BTreeSet<PathBuf> = dirs.iter().cloned().collect();
-    for gone in watched.difference(&wanted) {
+fn follow(
+    watcher: &mut RecommendedWatcher,
+    watched: &mut BTreeSet<PathBuf>,
+    dirs: &BTreeSet<PathBuf>,
+) {
+    for gone in watched.difference(dirs) {
         let _ = watcher.unwatch(gone);
     }
-    watched.retain(|dir| wanted.contains(dir));
-    for dir in wanted {
-        if watched.contains(&dir) {
+    watched.retain(|dir| dirs.contains(dir));
+    for dir in dirs {
+        if watched.contains(dir) {
             continue;
         }
-        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
             Ok(()) => {
-                watched.insert(dir);
+                watched.insert(dir.clone());
             }
             Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch for changes: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_the_configuration_names_matters() {
+        let set = WatchSet {
+            files: BTreeSet::from([
+                PathBuf::from("/etc/m/membrane.toml"),
+                PathBuf::from("/opt/p/guard.wasm"),
+            ]),
+            plugin_dir: Some(PathBuf::from("/etc/m/policies")),
+        };
+        assert!(set.matters(Path::new("/etc/m/membrane.toml")));
+        assert!(set.matters(Path::new("/opt/p/guard.wasm")));
+        assert!(set.matters(Path::new("/etc/m/policies/new.wasm")));
+        assert!(set.matters(Path::new("/etc/m/policies/new.toml")));
+        for path in [
+            "/etc/m/membrane.log",
+            "/etc/m/sessions.sqlite-wal",
+            "/etc/m/policies/notes.txt",
+            "/etc/m/policies/sub/x.wasm",
+            "/opt/p/other.wasm",
+        ] {
+            assert!(!set.matters(Path::new(path)), "{path}");
+        }
+        assert_eq!(
+            set.dirs(),
+            BTreeSet::from([
+                PathBuf::from("/etc/m"),
+                PathBuf::from("/etc/m/policies"),
+                PathBuf::from("/opt/p")
+            ])
+        );
     }
 }

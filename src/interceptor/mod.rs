@@ -17,6 +17,7 @@ pub use chain::{ChainOutcome, FailurePolicy, InterceptorChain};
 pub use interest::{Filter, Interest};
 pub use pause::{PauseController, PauseTimeoutPolicy, PausedMessage, Resolution};
 
+use crate::auth::Principal;
 use crate::protocol::{Direction, Message};
 use crate::session::SessionId;
 use crate::transport::TransportType;
@@ -27,6 +28,8 @@ pub struct InterceptContext {
     pub message: Message,
     pub direction: Direction,
     pub session_id: SessionId,
+    /// Who opened the session, when the client side authenticates.
+    pub principal: Option<Arc<Principal>>,
     /// The transport the message arrived on.
     pub transport_type: TransportType,
     pub protocol_version: Option<Arc<str>>,
@@ -51,6 +54,7 @@ impl InterceptContext {
             message,
             direction,
             session_id,
+            principal: None,
             transport_type,
             protocol_version: None,
             request_method: None,

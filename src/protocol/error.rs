@@ -18,6 +18,10 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     /// HTTP headers that mirror the body say something else (protocol 2026-07-28).
     HeaderMismatch,
+    /// The caller is not authenticated, or lacks a scope the request needs.
+    Unauthorized,
+    /// A per-session bound was reached (requests in flight, open streams); the session goes on.
+    LimitExceeded,
 }
 
 impl ErrorCode {
@@ -28,6 +32,8 @@ impl ErrorCode {
             ErrorCode::Blocked => -32001,
             ErrorCode::UpstreamUnavailable => -32002,
             ErrorCode::HeaderMismatch => -32020,
+            ErrorCode::Unauthorized => -32003,
+            ErrorCode::LimitExceeded => -32004,
         }
     }
 }

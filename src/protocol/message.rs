@@ -62,6 +62,8 @@ struct Envelope {
     kind: MessageKind,
     id: Option<Span>,
     method: Option<Method>,
+    /// For a batch, how many elements it has.
+    batch_len: u32,
 }
 
 /// One JSON-RPC message: raw bytes plus a lazily parsed envelope.
@@ -149,6 +151,12 @@ impl Message {
         serde_json::from_slice(&self.raw).map_err(|e| MessageError::Json(e.to_string()))
     }
 
+    /// How many elements a batch has (0 for anything else); counted when the envelope is
+    /// parsed, without holding the elements.
+    pub fn batch_len(&self) -> usize {
+        self.envelope().map_or(0, |e| e.batch_len as usize)
+    }
+
     /// The elements of a batch, each a message sharing this message's buffer.
     pub fn batch_elements(&self) -> Result<Vec<Message>, MessageError> {
         let elements: Vec<&RawValue> =
@@ -175,13 +183,17 @@ fn parse_envelope(raw: &[u8]) -> Result<Envelope, MessageError> {
     let text = std::str::from_utf8(raw).map_err(|e| MessageError::Json(e.to_string()))?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        // Validate the batch as JSON; its elements are parsed one by one when needed.
-        serde_json::from_str::<Vec<&RawValue>>(text)
+        // Validate the batch as JSON and count its elements, holding none of them: they are
+        // parsed one by one when needed.
+        let mut parser = serde_json::Deserializer::from_str(text);
+        let count = serde::Deserializer::deserialize_seq(&mut parser, CountElements)
+            .and_then(|count| parser.end().map(|()| count))
             .map_err(|e| MessageError::Json(e.to_string()))?;
         return Ok(Envelope {
             kind: MessageKind::Batch,
             id: None,
             method: None,
+            batch_len: u32::try_from(count).unwrap_or(u32::MAX),
         });
     }
     if !trimmed.starts_with('{') {
@@ -218,7 +230,31 @@ fn parse_envelope(raw: &[u8]) -> Result<Envelope, MessageError> {
         (None, Some(_)) if fields.result => MessageKind::Response,
         _ => return Err(MessageError::Shape("no method, result or error")),
     };
-    Ok(Envelope { kind, id, method })
+    Ok(Envelope {
+        kind,
+        id,
+        method,
+        batch_len: 0,
+    })
+}
+
+/// Counts the elements of a JSON array, skipping each.
+struct CountElements;
+
+impl<'de> serde::de::Visitor<'de> for CountElements {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut count = 0;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            count += 1;
+        }
+        Ok(count)
+    }
 }
 
 /// Messages are equal when their bytes are.
@@ -304,6 +340,7 @@ mod tests {
             r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, {"jsonrpc":"2.0","method":"x"}]"#,
         );
         assert_eq!(batch.kind(), Some(MessageKind::Batch));
+        assert_eq!(batch.batch_len(), 2);
         let elements = batch.batch_elements().unwrap();
         assert_eq!(elements.len(), 2);
         assert_eq!(elements[0].method(), Some("ping"));

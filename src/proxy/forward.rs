@@ -6,37 +6,17 @@
 
 use std::sync::Arc;
 
-use super::{Pipeline, shutdown_signal};
-use crate::session::SessionError;
-use crate::transport::{IncomingTransport, OutgoingTransport, TransportError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    #[error(transparent)]
-    Session(#[from] SessionError),
-}
+use super::{Pipeline, ProxyError, shutdown_signal};
+use crate::transport::{IncomingTransport, OutgoingTransport};
 
 /// Serves the client connection `incoming` accepts, until it ends or SIGINT/SIGTERM arrives.
 pub async fn run(
     pipeline: Arc<Pipeline>,
     incoming: &mut dyn IncomingTransport,
     upstream: &dyn OutgoingTransport,
-) -> Result<i32, ForwardError> {
+) -> Result<i32, ProxyError> {
     let Some(client) = incoming.accept().await? else {
         return Ok(0);
-    };
-    let session = pipeline
-        .sessions
-        .create(client.transport_type, upstream.transport_type())
-        .await?;
-    let upstream = match upstream.connect().await {
-        Ok(upstream) => upstream,
-        Err(e) => {
-            pipeline.sessions.remove(&session.id).await?;
-            return Err(e.into());
-        }
     };
     let sessions = pipeline.sessions.clone();
     let signals = tokio::spawn(async move {
@@ -44,7 +24,7 @@ pub async fn run(
         tracing::info!("shutting down");
         sessions.close_all().await;
     });
-    let end = pipeline.serve_session(session, client, upstream).await;
+    let end = pipeline.open_session(client, upstream).await;
     signals.abort();
     let end = end?;
     Ok(if end.upstream_first {

@@ -1,15 +1,15 @@
-//! The proxy: the [`Pipeline`] every message passes through, and the assembly of transports
-//! into running proxies ([`forward`]: a stdio client; [`reverse`]: HTTP clients), each with a
-//! stdio or HTTP upstream. Forward and reverse proxies are only different pairs of transports
-//! around the same pipeline.
+//! The proxy: the [`Pipeline`] every message passes through, how a client connection becomes a
+//! served session, and the assembly of transports into running proxies ([`forward`]: a stdio
+//! client; [`reverse`]: HTTP clients), each with a stdio or HTTP upstream. Forward and reverse
+//! proxies are only different pairs of transports around the same pipeline.
 
 pub mod forward;
 mod pipeline;
 pub mod reverse;
 mod session;
 
-pub use pipeline::{Lane, Pipeline, SessionContext};
-pub use session::SessionEnd;
+pub use pipeline::{DEFAULT_MAX_BATCH_SIZE, Lane, Pipeline, SessionContext};
+pub use session::{ProxyError, SessionEnd};
 
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {

@@ -3,10 +3,15 @@
 //! interceptor wants it, forwarded as the very bytes it arrived in. Otherwise it goes through the
 //! [`InterceptorChain`] and the outcome is enacted: forwarded (maybe modified), answered with an
 //! error or a mock, or held (pause, delay) on a task of its own while the rest of the session's
-//! traffic goes on. Bad input is answered with a JSON-RPC error and never reaches the other side.
+//! traffic goes on. Bad input is answered with a JSON-RPC error and never reaches the other side,
+//! and so is a request past the session's bound on requests awaiting answers. An answer that
+//! matches no request awaiting one (late, duplicate, after a cancel) is dropped and counted: it
+//! could otherwise slip past interceptors that look at answers by their request's method.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::auth::Principal;
 
 use arc_swap::{ArcSwap, Guard};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +23,7 @@ use crate::interceptor::{
 use crate::protocol::{
     CANCELLED, Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response,
 };
-use crate::session::{Session, SessionId, SessionManager, SessionStatus};
+use crate::session::{Session, SessionError, SessionId, SessionManager, SessionStatus};
 use crate::transport::{Frame, Outbox, TransportType};
 
 /// The shared machinery every session's messages pass through.
@@ -29,11 +34,47 @@ pub struct Pipeline {
     pub chain: Arc<ArcSwap<InterceptorChain>>,
     pub pauses: Arc<PauseController>,
     pub max_message_size: usize,
+    /// Messages in one JSON-RPC batch.
+    pub max_batch_size: usize,
+    /// Answers dropped because no request awaited them.
+    pub unmatched_answers: AtomicU64,
+}
+
+/// The default bound on messages in one batch.
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 64;
+
+impl Pipeline {
+    pub fn new(
+        sessions: Arc<SessionManager>,
+        chain: Arc<ArcSwap<InterceptorChain>>,
+        pauses: Arc<PauseController>,
+        max_message_size: usize,
+    ) -> Self {
+        Self {
+            sessions,
+            chain,
+            pauses,
+            max_message_size,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            unmatched_answers: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What tracking decided for a message.
+enum Tracked {
+    /// On it goes; for an answer, with the method of the request it answers.
+    Go(Option<String>),
+    /// A request refused (the session's bound on requests awaiting answers).
+    Refused(SessionError),
+    /// An answer no request awaits.
+    Unmatched,
 }
 
 /// What the pipeline keeps at hand for one session, to avoid a store read per message.
 pub struct SessionContext {
     pub id: SessionId,
+    principal: Option<Arc<Principal>>,
     client_transport: TransportType,
     upstream_transport: TransportType,
     protocol_version: Mutex<Option<Arc<str>>>,
@@ -50,6 +91,7 @@ impl SessionContext {
     pub fn new(session: &Session, upstream_session_id: Arc<OnceLock<String>>) -> Self {
         Self {
             id: session.id.clone(),
+            principal: session.principal.clone(),
             client_transport: session.client_transport,
             upstream_transport: session.upstream_transport,
             protocol_version: Mutex::new(session.protocol_version.as_deref().map(Arc::from)),
@@ -90,11 +132,14 @@ impl Pipeline {
                 Ok(MessageKind::Batch) => {
                     self.process_batch(session, lane, message, frame_id).await
                 }
-                Ok(kind) => {
-                    let request_method = self.track(session, lane.direction, &message, kind).await;
-                    self.route(session, lane, message, kind, request_method, frame_id)
-                        .await;
-                }
+                Ok(kind) => match self.track(session, lane.direction, &message, kind).await {
+                    Tracked::Go(request_method) => {
+                        self.route(session, lane, message, kind, request_method, frame_id)
+                            .await
+                    }
+                    Tracked::Refused(reason) => self.refuse(lane, &message, &reason).await,
+                    Tracked::Unmatched => self.drop_unmatched(session, lane, &message),
+                },
                 Err(e) => self.reject_invalid(lane, &e.to_string(), e.code()).await,
             },
             Frame::Oversized { len, id, request } => {
@@ -134,6 +179,7 @@ impl Pipeline {
         );
         ctx.protocol_version = session.protocol_version();
         ctx.request_method = request_method;
+        ctx.principal = session.principal.clone();
         let outcome = chain.run(&mut ctx, 0).await;
         match outcome.action {
             InterceptAction::Pause { .. } | InterceptAction::Delay { .. } => {
@@ -202,7 +248,7 @@ impl Pipeline {
     /// requester is not left waiting); a blocked notification is dropped.
     async fn block(&self, lane: &Lane, ctx: &InterceptContext, by: &str, reason: &str) {
         let message = &ctx.message;
-        tracing::info!(session = %ctx.session_id, interceptor = by, method = ctx.method(), id = message.id(), "blocked: {reason}");
+        tracing::info!(session = %ctx.session_id.redacted(), interceptor = by, method = ctx.method(), id = message.id(), "blocked: {reason}");
         self.answer_instead(
             lane,
             ctx,
@@ -243,33 +289,40 @@ impl Pipeline {
     }
 
     /// Correlates requests and answers (and cancellations), follows the protocol version
-    /// through `initialize`, and marks the session active. Returns, for an answer, the method of
-    /// the request it answers.
+    /// through `initialize`, and marks the session active.
     async fn track(
         &self,
         session: &SessionContext,
         direction: Direction,
         message: &Message,
         kind: MessageKind,
-    ) -> Option<String> {
+    ) -> Tracked {
         if kind == MessageKind::Notification {
             if message.method() == Some(CANCELLED) {
                 self.forget_cancelled(session, direction, message).await;
             }
             // Requests and answers touch the session as they are tracked; this does for the rest.
             let _ = self.sessions.update(&session.id, |_| {}).await;
-            return None;
+            return Tracked::Go(None);
         }
-        let id = message.id()?;
+        let Some(id) = message.id() else {
+            // An error about a message that had no readable id: nothing to match, nothing
+            // a method-scoped interceptor could be asked about.
+            return Tracked::Go(None);
+        };
         match kind {
             MessageKind::Request => {
-                let method = message.method()?;
+                let method = message.method().unwrap_or_default();
                 let recorded = self
                     .sessions
                     .record_request(&session.id, direction, id, method)
                     .await;
-                if let Err(e) = recorded {
-                    tracing::warn!(session = %session.id, error = %e, "could not record request");
+                match recorded {
+                    Ok(()) => {}
+                    Err(e @ SessionError::PendingLimit(_)) => return Tracked::Refused(e),
+                    Err(e) => {
+                        tracing::warn!(session = %session.id.redacted(), error = %e, "could not record request")
+                    }
                 }
                 if method == INITIALIZE && direction == Direction::ClientToServer {
                     self.note_protocol_version(
@@ -280,7 +333,7 @@ impl Pipeline {
                     )
                     .await;
                 }
-                None
+                Tracked::Go(None)
             }
             MessageKind::Response | MessageKind::Error => {
                 let request = self
@@ -288,15 +341,31 @@ impl Pipeline {
                     .resolve_request(&session.id, direction.reverse(), id)
                     .await
                     .ok()
-                    .flatten()?;
+                    .flatten();
+                let Some(request) = request else {
+                    return Tracked::Unmatched;
+                };
                 if request.method == INITIALIZE && kind == MessageKind::Response {
                     self.note_protocol_version(session, message, "result", SessionStatus::Active)
                         .await;
                 }
-                Some(request.method)
+                Tracked::Go(Some(request.method))
             }
-            _ => None,
+            _ => Tracked::Go(None),
         }
+    }
+
+    /// A request the session cannot take now is answered with an error, the session goes on.
+    async fn refuse(&self, lane: &Lane, request: &Message, reason: &SessionError) {
+        tracing::warn!(direction = ?lane.direction, "request refused: {reason}");
+        let error = error_response(request.id(), ErrorCode::LimitExceeded, &reason.to_string());
+        lane.reply.send(error).await;
+    }
+
+    /// An answer nobody waits for goes no further.
+    fn drop_unmatched(&self, session: &SessionContext, lane: &Lane, answer: &Message) {
+        let dropped = self.unmatched_answers.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(session = %session.id, direction = ?lane.direction, id = answer.id(), dropped, "dropped an answer that no request awaits");
     }
 
     /// A cancelled request will get no answer: stop waiting for one.
@@ -362,6 +431,16 @@ impl Pipeline {
         batch: Message,
         frame_id: u64,
     ) {
+        if batch.batch_len() > self.max_batch_size {
+            let reason = format!(
+                "a batch of {} messages exceeds the limit of {}",
+                batch.batch_len(),
+                self.max_batch_size
+            );
+            return self
+                .reject_invalid(lane, &reason, ErrorCode::InvalidRequest)
+                .await;
+        }
         let elements = match batch.batch_elements() {
             Ok(elements) if !elements.is_empty() => elements,
             _ => {
@@ -379,10 +458,17 @@ impl Pipeline {
                     self.reject_invalid(lane, "nested batch", ErrorCode::InvalidRequest)
                         .await
                 }
-                Ok(kind) => {
-                    let request_method = self.track(session, lane.direction, &element, kind).await;
-                    tracked.push((element, kind, request_method));
-                }
+                Ok(kind) => match self.track(session, lane.direction, &element, kind).await {
+                    Tracked::Go(request_method) => tracked.push((element, kind, request_method)),
+                    Tracked::Refused(reason) => {
+                        all_valid = false;
+                        self.refuse(lane, &element, &reason).await
+                    }
+                    Tracked::Unmatched => {
+                        all_valid = false;
+                        self.drop_unmatched(session, lane, &element)
+                    }
+                },
                 Err(e) => {
                     all_valid = false;
                     self.reject_invalid(lane, &e.to_string(), e.code()).await
@@ -435,7 +521,7 @@ impl Pipeline {
             "message of {len} bytes exceeds the maximum message size of {} bytes",
             self.max_message_size
         );
-        tracing::warn!(session = %session.id, direction = ?lane.direction, "{reason}");
+        tracing::warn!(session = %session.id.redacted(), direction = ?lane.direction, "{reason}");
         let answered = match &id {
             Some(id) if !request => self
                 .sessions
@@ -522,15 +608,18 @@ mod tests {
             seen: Mutex::default(),
         });
         let chain = InterceptorChain::new().with(recorder.clone(), FailurePolicy::Block);
-        let pipeline = Arc::new(Pipeline {
-            sessions: Arc::new(SessionManager::with_config(SessionConfig::default())),
-            chain: Arc::new(ArcSwap::from_pointee(chain)),
-            pauses: Arc::new(PauseController::new(PauseTimeoutPolicy::Block)),
-            max_message_size: 1024,
-        });
+        let pipeline = Arc::new(Pipeline::new(
+            Arc::new(SessionManager::with_config(SessionConfig {
+                max_pending_requests: 4,
+                ..SessionConfig::default()
+            })),
+            Arc::new(ArcSwap::from_pointee(chain)),
+            Arc::new(PauseController::new(PauseTimeoutPolicy::Block)),
+            1024,
+        ));
         let session = pipeline
             .sessions
-            .create(TransportType::Stdio, TransportType::Stdio)
+            .create(TransportType::Stdio, TransportType::Stdio, None)
             .await
             .unwrap();
         let (server, server_in) = Outbox::channel();

@@ -1,8 +1,10 @@
-//! Serving one session: two pumps (client to server, server to client) feeding the
-//! [`Pipeline`], and an orderly end whichever side goes first. When the client leaves, the
-//! server's stdin is closed and its last answers are still relayed; when the server dies, every
-//! request it left unanswered gets a JSON-RPC error; when the session is closed (idle timeout,
-//! shutdown), both sides are released.
+//! Opening and serving one session. [`Pipeline::open_session`] turns a client connection into
+//! a session: it is created within the session limit, its upstream side connected, and the
+//! client side told either way. Serving it runs two pumps (client to server, server to client)
+//! feeding the [`Pipeline`], and ends in order whichever side goes first. When the client
+//! leaves, the server's stdin is closed and its last answers are still relayed; when the server
+//! dies, every request it left unanswered gets a JSON-RPC error; when the session is closed
+//! (idle timeout, shutdown), both sides are released.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,18 @@ use tokio_util::sync::CancellationToken;
 use super::{Lane, Pipeline, SessionContext};
 use crate::protocol::{Direction, ErrorCode, error_response};
 use crate::session::{Session, SessionError};
-use crate::transport::{Closed, Connection, Inbound};
+use crate::transport::{
+    Admission, Closed, Connection, Inbound, OutgoingTransport, TransportError, TransportType,
+};
+
+/// Why a session could not be opened or served.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
 
 /// How long each step of ending a session (a side finishing on its own, a server exiting) may
 /// take before it is forced.
@@ -36,6 +49,51 @@ enum Ending {
 }
 
 impl Pipeline {
+    /// Opens a session for `client` with a connection to `upstream` of its own (for a stateless
+    /// exchange, one made for it), tells the client side whether it was admitted, and serves
+    /// the session to its end.
+    pub async fn open_session(
+        self: &Arc<Self>,
+        mut client: Connection,
+        upstream: &dyn OutgoingTransport,
+    ) -> Result<SessionEnd, ProxyError> {
+        let opening = &mut client.opening;
+        let created = self
+            .sessions
+            .create(
+                client.transport_type,
+                upstream.transport_type(),
+                opening.principal.clone(),
+            )
+            .await;
+        let mut session = match created {
+            Ok(session) => session,
+            Err(e) => {
+                opening.answer(Admission::Busy(e.to_string()));
+                return Err(e.into());
+            }
+        };
+        let connected = match &opening.stateless {
+            Some((version, forwarded)) => {
+                session.protocol_version = Some(version.clone());
+                upstream.connect_stateless(version, forwarded).await
+            }
+            None => upstream.connect().await,
+        };
+        let upstream = match connected {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                let _ = self.sessions.remove(&session.id).await;
+                let reason = format!("could not reach the upstream server: {e}");
+                tracing::warn!("{reason}");
+                opening.answer(Admission::Unreachable(reason));
+                return Err(e.into());
+            }
+        };
+        opening.answer(Admission::Admitted(session.id.clone()));
+        Ok(self.serve_session(session, client, upstream).await?)
+    }
+
     /// Relays between `client` and `upstream` for `session` (just created, see
     /// [`SessionManager::create`](crate::session::SessionManager::create)) until one side ends or
     /// the session is closed; then removes the session.
@@ -53,7 +111,11 @@ impl Pipeline {
             &session,
             upstream.peer_session_id.clone(),
         ));
-        tracing::info!(session = %session.id, "session started");
+        if upstream.transport_type == TransportType::StreamableHttp {
+            // An HTTP upstream frames each answer itself; the client side follows it.
+            upstream.answer_modes.link(&client.answer_modes);
+        }
+        tracing::info!(session = %session.id.redacted(), "session started");
 
         let to_server = Lane {
             direction: Direction::ClientToServer,
@@ -127,7 +189,7 @@ impl Pipeline {
         }
         client.closer.close(SHUTDOWN_GRACE).await;
         self.sessions.remove(&session.id).await?;
-        tracing::info!(session = %session.id, upstream = %upstream_closed.description, "session ended");
+        tracing::info!(session = %session.id.redacted(), upstream = %upstream_closed.description, "session ended");
         Ok(SessionEnd {
             upstream: upstream_closed,
             upstream_first: matches!(ending, Ending::UpstreamLeft),

@@ -15,6 +15,7 @@ use super::{
     MemoryStore, PendingRequest, PluginData, Session, SessionId, SessionStatus, SessionStore,
     StoreError,
 };
+use crate::auth::Principal;
 use crate::protocol::{Direction, id_key};
 use crate::transport::TransportType;
 
@@ -23,6 +24,8 @@ pub struct SessionConfig {
     pub max_sessions: usize,
     /// Sessions with no traffic for this long are closed; `None` keeps them forever.
     pub idle_timeout: Option<Duration>,
+    /// Requests awaiting an answer, per session and direction; more are refused.
+    pub max_pending_requests: usize,
 }
 
 impl Default for SessionConfig {
@@ -30,6 +33,7 @@ impl Default for SessionConfig {
         Self {
             max_sessions: 1024,
             idle_timeout: None,
+            max_pending_requests: 256,
         }
     }
 }
@@ -40,6 +44,10 @@ pub enum SessionError {
     Limit(usize),
     #[error("no such session")]
     Unknown,
+    #[error(
+        "too many requests awaiting an answer in this session (the limit is {0}); wait for answers first"
+    )]
+    PendingLimit(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -82,13 +90,15 @@ impl SessionManager {
         Self::new(Arc::new(MemoryStore::default()), config)
     }
 
-    /// Creates a session, or refuses when the limit is reached.
+    /// Creates a session for `principal`, or refuses when the limit is reached.
     pub async fn create(
         &self,
         client: TransportType,
         upstream: TransportType,
+        principal: Option<Arc<Principal>>,
     ) -> Result<Session, SessionError> {
-        let session = Session::new(SessionId::generate(), client, upstream);
+        let mut session = Session::new(SessionId::generate(), client, upstream);
+        session.principal = principal;
         {
             let mut live = self.live();
             if live.len() >= self.config.max_sessions {
@@ -102,7 +112,7 @@ impl SessionManager {
             return Err(e.into());
         }
         self.created.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(session = %session.id, "session created");
+        tracing::debug!(session = %session.id, subject = session.principal.as_ref().map(|p| p.subject.as_str()), "session created");
         Ok(session)
     }
 
@@ -192,7 +202,8 @@ impl SessionManager {
         result.ok_or(SessionError::Unknown)
     }
 
-    /// Remembers a request so its answer can be matched to it (by [`id_key`]).
+    /// Remembers a request so its answer can be matched to it (by [`id_key`]); refuses one
+    /// past the limit of requests awaiting an answer.
     pub async fn record_request(
         &self,
         id: &SessionId,
@@ -205,14 +216,23 @@ impl SessionManager {
             method: method.to_owned(),
             sent_at: SystemTime::now(),
         };
+        let max = self.config.max_pending_requests;
         let mut entry = Some((id_key(request_id).into_owned(), request));
+        let mut full = false;
         self.update(id, |session| {
             if let Some((key, request)) = entry.take() {
                 let pending = session.pending_requests.travelling_mut(direction);
-                pending.insert(key, request);
+                if pending.len() >= max && !pending.contains_key(&key) {
+                    full = true;
+                } else {
+                    pending.insert(key, request);
+                }
             }
         })
         .await?;
+        if full {
+            return Err(SessionError::PendingLimit(max));
+        }
         Ok(())
     }
 
@@ -261,7 +281,7 @@ impl SessionManager {
         for session in self.store.list().await? {
             let idle = now.duration_since(session.updated_at).unwrap_or_default();
             if idle >= timeout && self.close(&session.id).await? {
-                tracing::info!(session = %session.id, idle_secs = idle.as_secs(), "closed idle session");
+                tracing::info!(session = %session.id.redacted(), idle_secs = idle.as_secs(), "closed idle session");
                 self.idle_closed.fetch_add(1, Ordering::Relaxed);
                 closed.push(session.id);
             }
@@ -311,7 +331,7 @@ mod tests {
     #[tokio::test]
     async fn create_update_close_and_stats() {
         let manager = SessionManager::with_config(SessionConfig::default());
-        let session = manager.create(STDIO, STDIO).await.unwrap();
+        let session = manager.create(STDIO, STDIO, None).await.unwrap();
         let signal = manager.closed_signal(&session.id).unwrap();
         assert!(
             manager
@@ -347,26 +367,26 @@ mod tests {
             max_sessions: 2,
             ..Default::default()
         });
-        let first = manager.create(STDIO, STDIO).await.unwrap();
-        manager.create(STDIO, STDIO).await.unwrap();
+        let first = manager.create(STDIO, STDIO, None).await.unwrap();
+        manager.create(STDIO, STDIO, None).await.unwrap();
         assert!(matches!(
-            manager.create(STDIO, STDIO).await,
+            manager.create(STDIO, STDIO, None).await,
             Err(SessionError::Limit(2))
         ));
         manager.close(&first.id).await.unwrap();
         assert!(
-            manager.create(STDIO, STDIO).await.is_err(),
+            manager.create(STDIO, STDIO, None).await.is_err(),
             "closing is not gone"
         );
         manager.remove(&first.id).await.unwrap();
-        manager.create(STDIO, STDIO).await.unwrap();
+        manager.create(STDIO, STDIO, None).await.unwrap();
         assert_eq!(manager.stats().rejected, 2);
     }
 
     #[tokio::test]
     async fn correlates_requests_by_direction_and_id() {
         let manager = SessionManager::with_config(SessionConfig::default());
-        let id = manager.create(STDIO, STDIO).await.unwrap().id;
+        let id = manager.create(STDIO, STDIO, None).await.unwrap().id;
         let c2s = Direction::ClientToServer;
         manager
             .record_request(&id, c2s, "1", "tools/call")
@@ -408,8 +428,8 @@ mod tests {
             idle_timeout: Some(Duration::from_millis(40)),
             ..Default::default()
         }));
-        let idle = manager.create(STDIO, STDIO).await.unwrap().id;
-        let busy = manager.create(STDIO, STDIO).await.unwrap().id;
+        let idle = manager.create(STDIO, STDIO, None).await.unwrap().id;
+        let busy = manager.create(STDIO, STDIO, None).await.unwrap().id;
         let (idle_signal, busy_signal) = (
             manager.closed_signal(&idle).unwrap(),
             manager.closed_signal(&busy).unwrap(),

@@ -1,6 +1,6 @@
 //! Sessions, the spine of the proxy: [`Session`] holds everything membrane knows about one
-//! client's conversation (transports on each side, upstream session id, protocol version,
-//! requests awaiting an answer, plugins' state); [`SessionManager`] creates, finds, updates and ends them over a
+//! client's conversation (transports on each side, upstream session id, principal, protocol
+//! version, requests awaiting an answer, plugins' state); [`SessionManager`] creates, finds, updates and ends them over a
 //! [`SessionStore`] (in memory now; the async trait leaves room for SQLite or Redis). Sessions
 //! know nothing of transports: closing one only signals whoever serves it.
 
@@ -17,8 +17,9 @@ pub use manager::{SessionConfig, SessionError, SessionManager, SessionStats};
 pub use plugin_data::{PLUGIN_DATA_LIMIT, PluginData, PluginDataError};
 pub use store::{MemoryStore, SessionStore, StoreError};
 
+use crate::auth::Principal;
 use crate::protocol::Direction;
-use crate::transport::{ResponseMode, TransportType};
+use crate::transport::TransportType;
 
 /// A session id minted by membrane: random, visible ASCII, cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,6 +33,22 @@ impl SessionId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id as logs above debug show it: enough to tell sessions apart, too little to use
+    /// one (the id is a bearer credential for its session).
+    pub fn redacted(&self) -> Redacted<'_> {
+        Redacted(self.0.get(..8).unwrap_or(""))
+    }
+}
+
+/// A session id cut short for logs; see [`SessionId::redacted`].
+#[derive(Debug, Clone, Copy)]
+pub struct Redacted<'a>(&'a str);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}…", self.0)
     }
 }
 
@@ -106,7 +123,8 @@ pub struct Session {
     pub upstream_transport: TransportType,
     /// The upstream server's own session id, when it has one (Streamable HTTP).
     pub upstream_session_id: Option<String>,
-    pub response_mode: ResponseMode,
+    /// Who opened the session, when the client side authenticates; only they may use it.
+    pub principal: Option<Arc<Principal>>,
     pub status: SessionStatus,
     /// Proposed by the initialize request, then replaced by the one the server agreed to.
     pub protocol_version: Option<String>,
@@ -128,7 +146,7 @@ impl Session {
             client_transport: client,
             upstream_transport: upstream,
             upstream_session_id: None,
-            response_mode: ResponseMode::Unknown,
+            principal: None,
             status: SessionStatus::Initializing,
             protocol_version: None,
             metadata: HashMap::new(),

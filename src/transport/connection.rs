@@ -1,8 +1,13 @@
 //! [`Connection`]: one established conversation with a peer, as a stream of inbound [`Frame`]s,
 //! an [`Outbox`] drained by a writer task, and a [`ConnectionCloser`] that ends it gracefully.
+//! A client connection also carries its [`Opening`]: who opened it and the way to tell it
+//! whether a session was opened for it ([`Admission`]). [`AnswerModes`] let an HTTP upstream
+//! tell an HTTP client side how each answer is framed, so it can answer in kind.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,8 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::TransportType;
-use crate::protocol::Message;
+use super::{ResponseMode, TransportType};
+use crate::auth::Principal;
+use crate::protocol::{Message, id_key};
+use crate::session::SessionId;
 
 /// What a peer delivered: a message, or a message too large to accept.
 #[derive(Debug, Clone)]
@@ -106,6 +113,134 @@ pub struct Connection {
     /// The id the peer gave this conversation, once it has (a Streamable HTTP server's
     /// `Mcp-Session-Id`); set before the message that completes the handshake is delivered.
     pub peer_session_id: Arc<OnceLock<String>>,
+    /// How answers are framed: announced by an HTTP upstream, heard by an HTTP client side.
+    pub answer_modes: AnswerModes,
+    /// For a client connection: who opened it, and what it waits to hear.
+    pub opening: Opening,
+}
+
+impl Connection {
+    pub fn new(
+        transport_type: TransportType,
+        inbound: Inbound,
+        outbox: Outbox,
+        closer: Box<dyn ConnectionCloser>,
+    ) -> Self {
+        Self {
+            transport_type,
+            inbound,
+            outbox,
+            closer,
+            peer_session_id: Arc::default(),
+            answer_modes: AnswerModes::default(),
+            opening: Opening::default(),
+        }
+    }
+}
+
+/// What a client asked for by opening a connection, and the way to answer it.
+#[derive(Debug, Default)]
+pub struct Opening {
+    /// Who the client authenticated as, when the transport authenticates.
+    pub principal: Option<Arc<Principal>>,
+    /// For one stateless exchange (protocol 2026-07-28): the revision, and the client's headers
+    /// an HTTP upstream must see too (`Mcp-Param-*`).
+    pub stateless: Option<(String, axum::http::HeaderMap)>,
+    /// Where the outcome goes, for a transport that must hear it (HTTP answers the request
+    /// that opened the session with it).
+    pub(crate) answer: Option<oneshot::Sender<Admission>>,
+}
+
+impl Opening {
+    /// An opening whose outcome the returned receiver hears.
+    pub(crate) fn awaiting(
+        principal: Option<Arc<Principal>>,
+        stateless: Option<(String, axum::http::HeaderMap)>,
+    ) -> (Self, oneshot::Receiver<Admission>) {
+        let (answer, outcome) = oneshot::channel();
+        let opening = Self {
+            principal,
+            stateless,
+            answer: Some(answer),
+        };
+        (opening, outcome)
+    }
+
+    /// Tells the client side how its opening went (once; later calls do nothing).
+    pub fn answer(&mut self, admission: Admission) {
+        if let Some(answer) = self.answer.take() {
+            let _ = answer.send(admission);
+        }
+    }
+}
+
+/// Whether a session was opened for a client connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted(SessionId),
+    /// No room for another session (the limit, or the store refused): try again later.
+    Busy(String),
+    /// The upstream server could not be reached or started.
+    Unreachable(String),
+}
+
+/// How an upstream frames its answer to each request (JSON, or an SSE stream), announced as
+/// soon as it knows (an HTTP upstream's response headers), so that an HTTP client side answers
+/// its client the same way. Each connection has one; the pipeline links an announcing upstream
+/// to its session's client side.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerModes(Arc<AnswerModesShared>);
+
+#[derive(Debug, Default)]
+struct AnswerModesShared {
+    /// Upstream side: the client side that hears announcements, once linked.
+    listener: OnceLock<AnswerModes>,
+    /// Client side: whether an announcing upstream is linked.
+    announced: AtomicBool,
+    /// Client side: requests waiting for their announcement, by id key.
+    waiting: Mutex<HashMap<String, oneshot::Sender<ResponseMode>>>,
+}
+
+impl AnswerModes {
+    /// Links this (upstream) side's announcements to a client side.
+    pub fn link(&self, client: &AnswerModes) {
+        client.0.announced.store(true, Ordering::Release);
+        let _ = self.0.listener.set(client.clone());
+    }
+
+    /// Upstream side: the answer to `request_id` comes framed as `mode`.
+    pub fn announce(&self, request_id: &str, mode: ResponseMode) {
+        if let Some(client) = self.0.listener.get()
+            && let Some(waiter) = client.waiting().remove(id_key(request_id).as_ref())
+        {
+            let _ = waiter.send(mode);
+        }
+    }
+
+    /// Client side: whether an announcing upstream is linked (else the client side chooses how
+    /// to frame answers itself).
+    pub fn announced(&self) -> bool {
+        self.0.announced.load(Ordering::Acquire)
+    }
+
+    /// Client side: the announcement for `request_id`, when an announcing upstream is linked.
+    pub fn expect(&self, request_id: &str) -> Option<oneshot::Receiver<ResponseMode>> {
+        if !self.0.announced.load(Ordering::Acquire) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiting().insert(id_key(request_id).into_owned(), tx);
+        Some(rx)
+    }
+
+    /// Client side: stops waiting for `request_id`'s announcement.
+    pub fn forget(&self, request_id: &str) {
+        self.waiting().remove(id_key(request_id).as_ref());
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<ResponseMode>>> {
+        self.0.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Depth of each outbox queue: deep enough to absorb bursts, bounded so a stalled peer pushes

@@ -20,20 +20,22 @@ pub struct NewlineCodec {
     /// Where to resume looking for a newline in the buffer.
     scanned: usize,
     /// Set while skipping the rest of an oversized line.
-    discarding: Option<Discard>,
+    discarding: Option<OversizedProbe>,
 }
 
-/// An oversized line being skipped: what its head told, and its last bytes so far.
+/// An oversized message being skipped: what its head told, and its last bytes so far. Shared
+/// with the SSE parser, which discards oversized events the same way.
 #[derive(Debug)]
-struct Discard {
+pub(crate) struct OversizedProbe {
     len: usize,
     id: Option<String>,
     request: bool,
     tail: Vec<u8>,
 }
 
-impl Discard {
-    fn new(head: &[u8]) -> Self {
+impl OversizedProbe {
+    /// Probes the head of the message (only its first bytes are looked at); counts nothing yet.
+    pub(crate) fn new(head: &[u8]) -> Self {
         let (id, request) = probe(&head[..head.len().min(ID_PROBE_LEN)]);
         Self {
             len: 0,
@@ -44,7 +46,7 @@ impl Discard {
     }
 
     /// Counts skipped bytes, keeping the last few.
-    fn skip(&mut self, bytes: &[u8]) {
+    pub(crate) fn skip(&mut self, bytes: &[u8]) {
         self.len += bytes.len();
         let keep = bytes.len().min(ID_PROBE_LEN);
         let overflow = (self.tail.len() + keep).saturating_sub(ID_PROBE_LEN);
@@ -52,14 +54,16 @@ impl Discard {
         self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
     }
 
-    /// The frame for the whole line. Libraries that write the id last (as the TypeScript SDK
-    /// does) leave it in the tail.
+    /// The message's length, its id and whether it is a request. Libraries that write the id
+    /// last (as the TypeScript SDK does) leave it in the tail.
+    pub(crate) fn finish(self) -> (usize, Option<String>, bool) {
+        let id = self.id.or_else(|| tail_id(&self.tail));
+        (self.len, id, self.request)
+    }
+
     fn into_frame(self) -> Frame {
-        Frame::Oversized {
-            len: self.len,
-            id: self.id.or_else(|| tail_id(&self.tail)),
-            request: self.request,
-        }
+        let (len, id, request) = self.finish();
+        Frame::Oversized { len, id, request }
     }
 }
 
@@ -134,7 +138,7 @@ impl Decoder for NewlineCodec {
         }
         if self.discarding.is_some() || buf.trim_ascii().is_empty() {
             buf.clear();
-            return Ok(self.discarding.take().map(Discard::into_frame));
+            return Ok(self.discarding.take().map(OversizedProbe::into_frame));
         }
         // The remainder is within the limit (`decode` would have started discarding it).
         buf.extend_from_slice(b"\n");
@@ -145,7 +149,7 @@ impl Decoder for NewlineCodec {
 impl NewlineCodec {
     /// Begins skipping an oversized line, probing its head; drops the first `upto` bytes.
     fn start_discarding(&mut self, buf: &mut BytesMut, upto: usize) {
-        let mut discard = Discard::new(&buf[..upto]);
+        let mut discard = OversizedProbe::new(&buf[..upto]);
         discard.skip(&buf[..upto]);
         self.discarding = Some(discard);
         // Leave the newline (if any) in place so the discard branch ends the line.

@@ -1,22 +1,29 @@
 //! How messages get in and out of membrane. [`TransportType`] names a side's transport and
-//! [`ResponseMode`] how HTTP answers were framed; [`IncomingTransport`] accepts client
-//! connections and [`OutgoingTransport`] opens upstream ones. Either yields a [`Connection`]: a
-//! stream of [`Frame`]s arriving from the peer and an [`Outbox`] of messages to deliver to it.
-//! Transports know framing, not sessions or policy.
+//! [`ResponseMode`] how HTTP answers are framed; [`IncomingTransport`] accepts client
+//! connections (stdio, Streamable HTTP) and [`OutgoingTransport`] opens upstream ones (a child
+//! process, Streamable HTTP). Either yields a [`Connection`]: a stream of [`Frame`]s arriving
+//! from the peer and an [`Outbox`] of messages to deliver to it. [`HttpServer`] serves the HTTP
+//! side on a socket, with its bounds, and [`tls`] sets up TLS both ways. Transports know
+//! framing, not sessions' storage or policy.
 
 mod connection;
 mod framing;
+mod http_server;
 mod stdio;
 pub mod streamable_http;
 mod subprocess;
+pub mod tls;
 
 use async_trait::async_trait;
 
-pub use connection::{Closed, Connection, ConnectionCloser, Frame, Inbound, Outbox};
+pub use connection::{
+    Admission, AnswerModes, Closed, Connection, ConnectionCloser, Frame, Inbound, Opening, Outbox,
+};
 pub(crate) use connection::{drain_until, receiver_stream};
 pub use framing::{DEFAULT_MAX_MESSAGE_SIZE, NewlineCodec};
+pub use http_server::{HttpServer, ServerLimits};
 pub use stdio::StdioIncoming;
-pub use streamable_http::StreamableHttpOutgoing;
+pub use streamable_http::{StreamableHttpIncoming, StreamableHttpOutgoing};
 pub use subprocess::SubprocessOutgoing;
 
 /// The transport of one side of a session (MCP defines exactly these two).
@@ -71,7 +78,7 @@ pub trait OutgoingTransport: Send + Sync {
     async fn connect_stateless(
         &self,
         version: &str,
-        forwarded: axum::http::HeaderMap,
+        forwarded: &axum::http::HeaderMap,
     ) -> Result<Connection, TransportError> {
         let _ = (version, forwarded);
         self.connect().await

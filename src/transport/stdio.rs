@@ -57,24 +57,19 @@ impl IncomingTransport for StdioIncoming {
             None => Box::new(tokio::io::stdout()),
         };
         let (outbox, writer) = Writer::spawn(writer);
-        Ok(Some(Connection {
-            transport_type: TransportType::Stdio,
-            inbound: Box::pin(
-                FramedRead::with_capacity(
-                    reader,
-                    NewlineCodec::new(self.max_message_size),
-                    64 * 1024,
-                )
+        let inbound =
+            FramedRead::with_capacity(reader, NewlineCodec::new(self.max_message_size), 64 * 1024)
                 .filter_map(|frame| async move {
                     frame
                         .map_err(|e| tracing::warn!(error = %e, "reading stdin failed"))
                         .ok()
-                }),
-            ),
+                });
+        Ok(Some(Connection::new(
+            TransportType::Stdio,
+            Box::pin(inbound),
             outbox,
-            closer: Box::new(StdioCloser { writer }),
-            peer_session_id: Default::default(),
-        }))
+            Box::new(StdioCloser { writer }),
+        )))
     }
 }
 

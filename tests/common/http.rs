@@ -129,7 +129,7 @@ impl Http {
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
-            client: reqwest::Client::new(),
+            client: super::http_client(),
             session: None,
             version: "2025-06-18",
         }

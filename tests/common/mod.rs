@@ -14,6 +14,18 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 pub mod http;
 
+/// Installs the TLS crypto provider membrane uses (ring) as the process default, which the
+/// HTTP clients of the tests (reqwest, rmcp's) need; idempotent.
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A plain HTTP client for tests.
+pub fn http_client() -> reqwest::Client {
+    tls_provider();
+    reqwest::Client::new()
+}
+
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 

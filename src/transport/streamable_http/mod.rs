@@ -1,12 +1,13 @@
-//! MCP's Streamable HTTP transport, the parts both sides share: header names, the protocol
-//! revisions and what each allows, content negotiation, and the two halves membrane builds on
-//! them. [`SessionStreams`] is the client side of one session: it routes what membrane sends to
-//! the client onto the SSE streams of the client's POSTs and its GET stream, gives every event an
-//! id of its own and keeps a bounded tail of each stream for `Last-Event-ID` replay.
+//! MCP's Streamable HTTP transport, both sides, and the parts they share: header names, the
+//! protocol revisions and what each allows, content negotiation. [`StreamableHttpIncoming`] is
+//! the client side: an axum app whose sessions are accepted as
+//! [`Connection`](super::Connection)s, with [`SessionStreams`] routing what membrane sends each
+//! client onto its SSE streams (own event ids, a bounded tail for `Last-Event-ID` replay).
 //! [`StreamableHttpOutgoing`] is the upstream side: an HTTP client that turns one upstream MCP
-//! session into a [`Connection`](super::Connection). Serving HTTP itself (axum) is the reverse
-//! proxy's business.
+//! session into a connection, reading SSE with the bounded [`SseParser`].
 
+mod incoming;
+mod sse;
 mod streams;
 mod upstream;
 
@@ -16,6 +17,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::protocol::Message;
 
+pub use incoming::{FrontOptions, HostPolicy, StreamableHttpIncoming};
+pub use sse::{SseEvent, SseItem, SseParser};
 pub use streams::{AttachError, EventId, SessionStreams, StreamEvent, StreamId};
 pub use upstream::{StreamableHttpOutgoing, UpstreamOptions};
 

@@ -2,10 +2,12 @@
 //! carries requests opens a stream that ends with their last answer; the client's GET opens the
 //! standalone stream (number 0). Answers follow their request's stream; progress follows the
 //! request that asked for it (its `progressToken`); anything else the server starts goes to the
-//! GET stream if one is open, else to the newest POST stream still waiting, else waits on the
-//! standalone stream for the next GET. Every event gets an [`EventId`] naming its stream and its
-//! place in it, and each stream keeps its last `retention` events, so a client whose stream was
-//! cut can resume it with `Last-Event-ID` and miss nothing, on that stream only.
+//! GET stream if one is open, else to the newest POST stream someone still reads as an event
+//! stream, else waits on the standalone stream for the next GET. Every event gets an
+//! [`EventId`] naming its stream and its place in it, and the session keeps its latest events up
+//! to a budget in bytes, so a client whose stream was cut can resume it with `Last-Event-ID` and
+//! miss nothing, on that stream only. Events delivered on a stream answered as JSON (which
+//! cannot be resumed) are not kept. The open streams of a session are capped.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -61,7 +63,7 @@ pub struct Delivery {
     pub event: StreamEvent,
 }
 
-/// Why a stream cannot be attached.
+/// Why a stream cannot be opened or attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AttachError {
     #[error("a GET stream is already open for this session")]
@@ -70,18 +72,22 @@ pub enum AttachError {
     UnknownStream,
     #[error("the session has ended")]
     Closed,
+    #[error("this session has too many open streams; wait for answers before sending more")]
+    TooMany,
 }
 
 /// Events waiting in a live stream's channel before routing waits for the client to read.
 const LIVE_DEPTH: usize = 64;
 
-/// Finished POST streams kept for replay, per session.
+/// Finished POST streams remembered for replay, per session (their events count toward the
+/// byte budget too).
 const FINISHED_KEPT: usize = 32;
 
 /// The client-facing streams of one session.
 pub struct SessionStreams {
     state: Mutex<State>,
-    retention: usize,
+    retention_bytes: usize,
+    max_streams: usize,
 }
 
 #[derive(Default)]
@@ -94,13 +100,28 @@ struct State {
     progress: HashMap<String, StreamId>,
     /// Finished POST streams, oldest first.
     finished: VecDeque<StreamId>,
+    /// Every kept event, oldest first: its stream, sequence number and size.
+    kept: VecDeque<(StreamId, u64, usize)>,
+    kept_bytes: usize,
+    /// Events dropped for the byte budget before any client received them.
+    lost: u64,
     closed: bool,
+}
+
+/// How a POST stream's response is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Not decided yet: the handler waits for the first message or the upstream's framing.
+    #[default]
+    Undecided,
+    EventStream,
 }
 
 #[derive(Default)]
 struct Stream {
     /// Requests on this stream not answered yet; a POST stream ends at zero.
     pending: usize,
+    framing: Framing,
     last_seq: u64,
     /// The last sequence number handed to a live receiver.
     delivered: u64,
@@ -108,9 +129,16 @@ struct Stream {
     live: Option<mpsc::Sender<StreamEvent>>,
 }
 
+impl Stream {
+    fn is_read(&self) -> bool {
+        self.live.as_ref().is_some_and(|live| !live.is_closed())
+    }
+}
+
 impl SessionStreams {
-    /// Streams that each keep their last `retention` events for replay.
-    pub fn new(retention: usize) -> Self {
+    /// Streams of one session, keeping up to `retention_bytes` of events for replay, with at
+    /// most `max_streams` open at once.
+    pub fn new(retention_bytes: usize, max_streams: usize) -> Self {
         let mut state = State {
             next_stream: 1,
             ..State::default()
@@ -118,14 +146,29 @@ impl SessionStreams {
         state.streams.insert(STANDALONE, Stream::default());
         Self {
             state: Mutex::new(state),
-            retention,
+            retention_bytes,
+            max_streams,
         }
     }
 
     /// Opens the stream for a POST carrying `requests`; it ends once each is answered.
-    pub fn open(&self, requests: &[Message]) -> (StreamId, mpsc::Receiver<StreamEvent>) {
-        let (tx, rx) = mpsc::channel(LIVE_DEPTH);
+    pub fn open(
+        &self,
+        requests: &[Message],
+    ) -> Result<(StreamId, mpsc::Receiver<StreamEvent>), AttachError> {
         let mut state = self.state();
+        if state.closed {
+            return Err(AttachError::Closed);
+        }
+        let open = state
+            .streams
+            .iter()
+            .filter(|(id, entry)| **id != STANDALONE && entry.pending > 0)
+            .count();
+        if open >= self.max_streams {
+            return Err(AttachError::TooMany);
+        }
+        let (tx, rx) = mpsc::channel(LIVE_DEPTH);
         let id = StreamId(state.next_stream);
         state.next_stream += 1;
         for request in requests {
@@ -136,18 +179,42 @@ impl SessionStreams {
                 state.progress.insert(token, id);
             }
         }
-        let live = (!state.closed).then_some(tx);
         let stream = Stream {
             pending: requests.len(),
-            live,
+            live: Some(tx),
             ..Stream::default()
         };
         state.streams.insert(id, stream);
-        (id, rx)
+        Ok((id, rx))
     }
 
-    /// Decides which stream `message` goes out on and records it there.
-    pub fn route(&self, message: Message) -> Delivery {
+    /// The response of a POST stream is an event stream: messages the server starts may go
+    /// out on it.
+    pub fn streaming(&self, stream: StreamId) {
+        if let Some(entry) = self.state().streams.get_mut(&stream) {
+            entry.framing = Framing::EventStream;
+        }
+    }
+
+    /// A POST stream answered as JSON: nothing on it can be resumed, so nothing is kept.
+    pub fn discard(&self, stream: StreamId) {
+        let mut state = self.state();
+        if let Some(entry) = state.streams.remove(&stream) {
+            state.kept_bytes -= entry
+                .tail
+                .iter()
+                .map(|e| e.message.raw().len())
+                .sum::<usize>();
+        }
+        state.finished.retain(|s| *s != stream);
+        state.requests.retain(|_, s| *s != stream);
+        state.progress.retain(|_, s| *s != stream);
+    }
+
+    /// Decides which stream `message` goes out on and records it there. `undecided_ok` lets
+    /// messages the server starts go to a POST stream whose framing is not decided yet (it
+    /// then becomes an event stream); without it they wait for one that is.
+    pub fn route(&self, message: Message, undecided_ok: bool) -> Delivery {
         let mut state = self.state();
         let answered = match message.kind() {
             Some(MessageKind::Response | MessageKind::Error) => message
@@ -160,8 +227,8 @@ impl SessionStreams {
                 progress_token(&message, "params")
                     .and_then(|token| state.progress.get(&token).copied())
             })
-            .unwrap_or_else(|| state.unsolicited_stream());
-        let retention = self.retention;
+            .unwrap_or_else(|| state.unsolicited_stream(undecided_ok));
+        let size = message.raw().len();
         let entry = state.streams.entry(stream).or_default();
         entry.last_seq += 1;
         let event = StreamEvent {
@@ -172,29 +239,26 @@ impl SessionStreams {
             message,
         };
         entry.tail.push_back(event.clone());
-        if entry.tail.len() > retention {
-            entry.tail.pop_front();
-        }
         if entry.live.is_some() {
             entry.delivered = entry.last_seq;
         }
+        let mut to = entry.live.clone();
         if answered.is_some() {
             entry.pending = entry.pending.saturating_sub(1);
             if entry.pending == 0 {
                 // The stream's last answer: the live sender goes with it, ending the response.
-                let to = entry.live.take();
+                to = entry.live.take();
                 state.finish(stream);
-                return Delivery { to, event };
             }
         }
-        Delivery {
-            to: entry.live.clone(),
-            event,
-        }
+        state.kept.push_back((stream, event.id.seq, size));
+        state.kept_bytes += size;
+        state.evict(self.retention_bytes);
+        Delivery { to, event }
     }
 
-    /// Forgets a receiver that stopped reading (its client went away); its events stay in the
-    /// tail for a resuming GET.
+    /// Forgets a receiver that stopped reading (its client went away, or did not read in
+    /// time); its events stay for a resuming GET.
     pub fn detach(&self, stream: StreamId, sender: &mpsc::Sender<StreamEvent>) {
         let mut state = self.state();
         if let Some(entry) = state.streams.get_mut(&stream)
@@ -217,7 +281,7 @@ impl SessionStreams {
             return Err(AttachError::Closed);
         }
         let entry = state.streams.entry(STANDALONE).or_default();
-        if entry.live.as_ref().is_some_and(|live| !live.is_closed()) {
+        if entry.is_read() {
             return Err(AttachError::Conflict);
         }
         let delivered = entry.delivered;
@@ -243,11 +307,15 @@ impl SessionStreams {
         if last.seq > entry.last_seq {
             return Err(AttachError::UnknownStream);
         }
+        if last.stream == STANDALONE && entry.is_read() {
+            return Err(AttachError::Conflict);
+        }
         let replay = entry.replay_after(last.seq);
         let ongoing = last.stream == STANDALONE || entry.pending > 0;
         let live = (ongoing && !closed).then(|| {
             let (tx, rx) = mpsc::channel(LIVE_DEPTH);
             entry.live = Some(tx);
+            entry.framing = Framing::EventStream;
             entry.delivered = entry.last_seq;
             rx
         });
@@ -268,6 +336,11 @@ impl SessionStreams {
         self.state().requests.len()
     }
 
+    /// Bytes of events kept for replay.
+    pub fn kept_bytes(&self) -> usize {
+        self.state().kept_bytes
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -275,16 +348,20 @@ impl SessionStreams {
 
 impl State {
     /// Where a message the client did not ask for goes: the GET stream when one is open, else
-    /// the newest POST stream still waiting for an answer (a client whose stream broke resumes
-    /// it), else the standalone stream's backlog.
-    fn unsolicited_stream(&self) -> StreamId {
-        let open = |entry: &Stream| entry.live.as_ref().is_some_and(|live| !live.is_closed());
-        if self.streams.get(&STANDALONE).is_some_and(open) {
+    /// the newest POST stream still waiting for an answer that someone reads as events (a
+    /// client whose stream broke resumes it), else the standalone stream's backlog.
+    fn unsolicited_stream(&self, undecided_ok: bool) -> StreamId {
+        if self.streams.get(&STANDALONE).is_some_and(Stream::is_read) {
             return STANDALONE;
         }
         self.streams
             .iter()
-            .filter(|(id, entry)| **id != STANDALONE && entry.pending > 0)
+            .filter(|(id, entry)| {
+                **id != STANDALONE
+                    && entry.pending > 0
+                    && entry.is_read()
+                    && (undecided_ok || entry.framing == Framing::EventStream)
+            })
             .map(|(id, _)| *id)
             .max_by_key(|id| id.0)
             .unwrap_or(STANDALONE)
@@ -296,8 +373,49 @@ impl State {
         self.finished.push_back(stream);
         if self.finished.len() > FINISHED_KEPT
             && let Some(oldest) = self.finished.pop_front()
+            && let Some(entry) = self.streams.remove(&oldest)
         {
-            self.streams.remove(&oldest);
+            self.kept_bytes -= entry
+                .tail
+                .iter()
+                .map(|e| e.message.raw().len())
+                .sum::<usize>();
+        }
+    }
+
+    /// Drops the oldest kept events until they fit in `budget` bytes.
+    fn evict(&mut self, budget: usize) {
+        while self.kept_bytes > budget {
+            let Some((stream, seq, _)) = self.kept.pop_front() else {
+                break;
+            };
+            // Entries of streams discarded or forgotten since are stale: nothing to free.
+            let Some(entry) = self.streams.get_mut(&stream) else {
+                continue;
+            };
+            if entry.tail.front().is_none_or(|event| event.id.seq != seq) {
+                continue;
+            }
+            let event = entry.tail.pop_front().expect("checked");
+            self.kept_bytes -= event.message.raw().len();
+            if seq > entry.delivered {
+                self.lost += 1;
+                tracing::warn!(
+                    lost = self.lost,
+                    "a message for the client was dropped before anyone read it: the session's event retention is full"
+                );
+            }
+        }
+        // Entries of discarded streams go stale; shed them before they outnumber the rest.
+        let events: usize = self.streams.values().map(|entry| entry.tail.len()).sum();
+        if self.kept.len() > 2 * events + 64 {
+            let streams = &self.streams;
+            self.kept.retain(|(stream, seq, _)| {
+                streams.get(stream).is_some_and(|entry| {
+                    entry.tail.front().is_some_and(|first| first.id.seq <= *seq)
+                        && *seq <= entry.last_seq
+                })
+            });
         }
     }
 }
@@ -335,6 +453,12 @@ mod tests {
         Message::new(json.to_owned())
     }
 
+    fn note(n: usize) -> Message {
+        msg(&format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"n":{n}}}}}"#
+        ))
+    }
+
     #[test]
     fn event_ids_name_their_stream() {
         let id: EventId = "3.17".parse().unwrap();
@@ -345,19 +469,26 @@ mod tests {
 
     #[test]
     fn answers_and_progress_follow_their_request() {
-        let streams = SessionStreams::new(8);
-        let (a, mut rx_a) = streams.open(&[msg(
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"p"}}}"#,
-        )]);
-        let (b, _rx_b) = streams.open(&[msg(r#"{"jsonrpc":"2.0","id":2,"method":"x"}"#)]);
-        let progress = streams.route(msg(
-            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#,
-        ));
+        let streams = SessionStreams::new(1 << 20, 8);
+        let (a, mut rx_a) = streams
+            .open(&[msg(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"p"}}}"#,
+            )])
+            .unwrap();
+        let (b, _rx_b) = streams
+            .open(&[msg(r#"{"jsonrpc":"2.0","id":2,"method":"x"}"#)])
+            .unwrap();
+        let progress = streams.route(
+            msg(
+                r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#,
+            ),
+            true,
+        );
         assert_eq!(progress.event.id, EventId { stream: a, seq: 1 });
         drop(progress);
-        let stray = streams.route(msg(r#"{"jsonrpc":"2.0","method":"notifications/message"}"#));
+        let stray = streams.route(note(0), true);
         assert_eq!(stray.event.id.stream, b, "the newest open POST stream");
-        let answer = streams.route(msg(r#"{"jsonrpc":"2.0","id":1.0,"result":{}}"#));
+        let answer = streams.route(msg(r#"{"jsonrpc":"2.0","id":1.0,"result":{}}"#), true);
         assert_eq!(answer.event.id, EventId { stream: a, seq: 2 });
         let sender = answer.to.expect("live");
         sender.try_send(answer.event).unwrap();
@@ -371,30 +502,46 @@ mod tests {
     }
 
     #[test]
+    fn server_messages_go_where_someone_reads_them() {
+        let streams = SessionStreams::new(1 << 20, 8);
+        let (_, rx) = streams
+            .open(&[msg(r#"{"jsonrpc":"2.0","id":1,"method":"x"}"#)])
+            .unwrap();
+        let held = streams.route(note(1), false);
+        assert_eq!(
+            held.event.id.stream, STANDALONE,
+            "a stream whose framing is undecided is not used when the upstream decides it"
+        );
+        drop(rx);
+        assert_eq!(
+            streams.route(note(2), true).event.id.stream,
+            STANDALONE,
+            "nor a stream nobody reads any more"
+        );
+        let (backlog, _live) = streams.attach_standalone().unwrap();
+        assert_eq!(backlog.len(), 2, "both wait for the GET");
+    }
+
+    #[test]
     fn a_cut_stream_resumes_after_the_last_event_seen() {
-        let streams = SessionStreams::new(2);
-        let (s, rx) = streams.open(&[msg(r#"{"jsonrpc":"2.0","id":"r","method":"x"}"#)]);
+        let streams = SessionStreams::new(1 << 20, 8);
+        let (s, rx) = streams
+            .open(&[msg(r#"{"jsonrpc":"2.0","id":"r","method":"x"}"#)])
+            .unwrap();
+        let (_get_backlog, _get) = streams.attach_standalone().unwrap();
+        // The POST stream stops being read; the GET stream takes what the server starts.
         drop(rx);
         for n in 1..=3 {
-            let note = format!(
-                r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"n":{n}}}}}"#
+            let d = streams.route(note(n), true);
+            assert_eq!(
+                d.event.id.stream, STANDALONE,
+                "the GET stream takes the rest"
             );
-            let d = streams.route(msg(&note));
-            if let Some(to) = d.to
-                && to.try_send(d.event).is_err()
-            {
-                streams.detach(s, &to);
-            }
         }
-        let (replay, live) = streams.resume(EventId { stream: s, seq: 1 }).unwrap();
-        let seqs: Vec<u64> = replay.iter().map(|e| e.id.seq).collect();
-        assert_eq!(seqs, [2, 3], "after the last seen, within retention");
-        let mut live = live.expect("still waiting for its answer");
-        let answer = streams.route(msg(r#"{"jsonrpc":"2.0","id":"r","result":{}}"#));
-        answer.to.unwrap().try_send(answer.event).unwrap();
-        assert_eq!(live.try_recv().unwrap().id.seq, 4);
-        let (replay, live) = streams.resume(EventId { stream: s, seq: 3 }).unwrap();
-        assert_eq!(replay.len(), 1);
+        let answer = streams.route(msg(r#"{"jsonrpc":"2.0","id":"r","result":{}}"#), true);
+        assert_eq!(answer.event.id, EventId { stream: s, seq: 1 });
+        let (replay, live) = streams.resume(EventId { stream: s, seq: 0 }).unwrap();
+        assert_eq!(replay.len(), 1, "the answer, kept for the resuming client");
         assert!(live.is_none(), "a finished stream only replays");
         assert_eq!(
             streams.resume(EventId { stream: s, seq: 9 }).unwrap_err(),
@@ -403,9 +550,56 @@ mod tests {
     }
 
     #[test]
+    fn retention_is_counted_in_bytes_and_json_answers_are_not_kept() {
+        let one = note(1).raw().len();
+        let streams = SessionStreams::new(3 * one, 8);
+        for n in 1..=5 {
+            streams.route(note(n), true);
+        }
+        assert!(streams.kept_bytes() <= 3 * one);
+        let (backlog, _live) = streams.attach_standalone().unwrap();
+        assert_eq!(
+            backlog.iter().map(|e| e.id.seq).collect::<Vec<_>>(),
+            [3, 4, 5],
+            "the oldest went first"
+        );
+        let (s, _rx) = streams
+            .open(&[msg(r#"{"jsonrpc":"2.0","id":7,"method":"x"}"#)])
+            .unwrap();
+        let before = streams.kept_bytes();
+        streams.route(msg(r#"{"jsonrpc":"2.0","id":7,"result":{}}"#), true);
+        streams.discard(s);
+        assert!(streams.kept_bytes() <= before);
+        assert_eq!(
+            streams.resume(EventId { stream: s, seq: 0 }).unwrap_err(),
+            AttachError::UnknownStream
+        );
+    }
+
+    #[test]
+    fn open_streams_are_capped() {
+        let streams = SessionStreams::new(1 << 20, 2);
+        let request = |id: u32| msg(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"x"}}"#));
+        let _a = streams.open(&[request(1)]).unwrap();
+        let _b = streams.open(&[request(2)]).unwrap();
+        assert_eq!(
+            streams.open(&[request(3)]).unwrap_err(),
+            AttachError::TooMany
+        );
+        streams.route(msg(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#), true);
+        assert!(
+            streams.open(&[request(3)]).is_ok(),
+            "an answered stream frees its place"
+        );
+    }
+
+    #[test]
     fn server_messages_wait_for_a_get() {
-        let streams = SessionStreams::new(8);
-        let d = streams.route(msg(r#"{"jsonrpc":"2.0","id":5,"method":"roots/list"}"#));
+        let streams = SessionStreams::new(1 << 20, 8);
+        let d = streams.route(
+            msg(r#"{"jsonrpc":"2.0","id":5,"method":"roots/list"}"#),
+            true,
+        );
         assert!(d.to.is_none());
         let (backlog, _rx) = streams.attach_standalone().unwrap();
         assert_eq!(backlog.len(), 1);

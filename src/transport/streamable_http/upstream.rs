@@ -9,36 +9,54 @@
 //! request; a 404 on the session ends the connection (the session is gone upstream). Closing
 //! the connection DELETEs the upstream session. One `reqwest` client, and so one connection
 //! pool, serves all sessions.
+//!
+//! An upstream is not trusted to behave: its SSE events are read by the bounded [`SseParser`]
+//! (an event over the maximum message size is dropped as it streams, and its request answered
+//! with an error), an event that trickles in and never ends times out, redirects are not
+//! followed (a POST must not land on another service), its `retry` is clamped and reconnects
+//! back off with jitter. Each answer's framing (JSON or SSE) is announced as soon as its
+//! headers arrive, so the client side can answer in kind. https upstreams are checked against
+//! the system's roots plus `[http] ca_file`, and may get a client certificate; configured
+//! headers (`[http.upstream_headers]`) go on every request, and nothing of the client's does.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use sse_stream::SseStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::sse::{SseItem, SseParser};
 use super::{
     LAST_EVENT_ID, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, content_type_is, mirrored_headers,
 };
 use crate::protocol::{
     ErrorCode, INITIALIZE, Message, MessageKind, error_response, error_response_with_data,
 };
+use crate::transport::tls::{ClientTlsOptions, certificate_hint};
 use crate::transport::{
-    Closed, Connection, ConnectionCloser, Frame, Outbox, OutgoingTransport, TransportError,
-    TransportType, drain_until, receiver_stream,
+    AnswerModes, Closed, Connection, ConnectionCloser, Frame, Outbox, OutgoingTransport,
+    ResponseMode, TransportError, TransportType, drain_until, receiver_stream,
 };
 
-/// Timeouts and limits of the upstream HTTP client.
+/// Timeouts, limits, TLS and headers of the upstream HTTP client.
 #[derive(Debug, Clone)]
 pub struct UpstreamOptions {
     pub connect_timeout: Duration,
     /// The longest wait for a response to begin, and for the next bytes of an SSE stream.
     pub response_timeout: Duration,
+    /// The longest an SSE event may take from its first byte to its end.
+    pub event_timeout: Duration,
     pub max_message_size: usize,
+    pub tls: ClientTlsOptions,
+    /// Sent on every request (credentials for the upstream, configured apart from the
+    /// client's).
+    pub headers: HeaderMap,
 }
 
 /// Opens upstream sessions on one Streamable HTTP endpoint.
@@ -49,13 +67,30 @@ pub struct StreamableHttpOutgoing {
     options: UpstreamOptions,
 }
 
-/// Resumptions of one SSE stream (or reconnections of the GET stream) in a row before giving up.
-const MAX_RECONNECTS: u32 = 5;
+/// Resumptions of one POST's SSE stream in a row before giving up on its answer.
+const MAX_RESUMPTIONS: u32 = 5;
 
-/// The wait before resuming a stream when the server gave no `retry`, and the most a server's
-/// `retry` may ask for.
+/// The wait before resuming a stream when the server gave no `retry`, and the range a
+/// server's `retry` is clamped to.
 const DEFAULT_RETRY: Duration = Duration::from_secs(1);
+const MIN_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// A GET stream that stayed up this long was healthy: the next reconnect starts the backoff
+/// afresh.
+const HEALTHY_STREAM: Duration = Duration::from_secs(30);
+
+/// Reconnect delays: exponential from the server's `retry`, with jitter, up to [`MAX_RETRY`].
+fn backoff(retry: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(retry)
+        .with_max_delay(MAX_RETRY)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        // Jitter may add up to the delay itself: keep the cap a cap.
+        .map(|delay| delay.min(MAX_RETRY))
+}
 
 /// Frames waiting for the pipeline before the upstream's readers wait.
 const INBOUND_DEPTH: usize = 256;
@@ -66,23 +101,16 @@ impl StreamableHttpOutgoing {
             url: url.to_owned(),
             reason: e.to_string(),
         })?;
-        let refuse = |reason: &str| TransportError::Url {
-            url: url.to_string(),
-            reason: reason.into(),
-        };
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(refuse(
-                    "https needs TLS, which this build leaves out for now",
-                ));
-            }
-            _ => return Err(refuse("not an http:// URL")),
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(TransportError::Url {
+                url: url.to_string(),
+                reason: "not an http:// or https:// URL".into(),
+            });
         }
-        let client = reqwest::Client::builder()
+        let client = crate::transport::tls::http_client(&options.tls)
+            .map_err(|e| TransportError::Io(std::io::Error::other(e)))?
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.response_timeout)
-            .tcp_nodelay(true)
             .build()
             .map_err(|e| TransportError::Io(std::io::Error::other(e)))?;
         Ok(Self {
@@ -106,10 +134,10 @@ impl OutgoingTransport for StreamableHttpOutgoing {
     async fn connect_stateless(
         &self,
         version: &str,
-        forwarded: HeaderMap,
+        forwarded: &HeaderMap,
     ) -> Result<Connection, TransportError> {
         let version = HeaderValue::from_str(version).map_err(std::io::Error::other)?;
-        Ok(self.open(Some((version, forwarded))))
+        Ok(self.open(Some((version, forwarded.clone()))))
     }
 }
 
@@ -123,9 +151,11 @@ impl StreamableHttpOutgoing {
         };
         let (frames, inbound) = mpsc::channel(INBOUND_DEPTH);
         let session_id = Arc::new(OnceLock::new());
+        let answer_modes = AnswerModes::default();
         let session = Arc::new(UpstreamSession {
             http: self.clone(),
             session_id: session_id.clone(),
+            answer_modes: answer_modes.clone(),
             protocol_version: version.map(OnceLock::from).unwrap_or_default(),
             stateless: forwarded,
             frames,
@@ -138,17 +168,19 @@ impl StreamableHttpOutgoing {
         let writer = tokio::spawn(session.clone().write(queue, finish.clone()));
         let ended = session.ended.clone();
         let inbound = receiver_stream(inbound).take_until(ended.cancelled_owned());
-        Connection {
-            transport_type: TransportType::StreamableHttp,
-            inbound: Box::pin(inbound),
+        let mut connection = Connection::new(
+            TransportType::StreamableHttp,
+            Box::pin(inbound),
             outbox,
-            closer: Box::new(UpstreamCloser {
+            Box::new(UpstreamCloser {
                 session,
                 writer,
                 finish,
             }),
-            peer_session_id: session_id,
-        }
+        );
+        connection.peer_session_id = session_id;
+        connection.answer_modes = answer_modes;
+        connection
     }
 }
 
@@ -158,6 +190,8 @@ struct UpstreamSession {
     /// The server's `Mcp-Session-Id`, shared with whoever serves the connection (it goes into
     /// the session's record).
     session_id: Arc<OnceLock<String>>,
+    /// Where the framing of each answer is announced.
+    answer_modes: AnswerModes,
     protocol_version: OnceLock<HeaderValue>,
     /// For a stateless exchange: the client's headers to send on.
     stateless: Option<HeaderMap>,
@@ -227,8 +261,14 @@ impl UpstreamSession {
             let _ = self.session_id.set(id.to_owned());
         }
         if content_type_is(response.headers(), "text/event-stream") {
+            if let Some(id) = &sent.request_id {
+                self.answer_modes.announce(id, ResponseMode::SseStream);
+            }
             self.read_events(response, sent).await;
         } else if content_type_is(response.headers(), "application/json") {
+            if let Some(id) = &sent.request_id {
+                self.answer_modes.announce(id, ResponseMode::Json);
+            }
             self.read_json(response, &sent).await;
         } else if sent.request_id.is_some() {
             self.fail(
@@ -239,9 +279,9 @@ impl UpstreamSession {
         }
     }
 
-    /// Adds the session's headers to a request.
+    /// Adds the configured headers and the session's to a request.
     fn request(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let mut request = request;
+        let mut request = request.headers(self.http.options.headers.clone());
         if let Some(id) = self.session_id.get() {
             request = request.header(&MCP_SESSION_ID, id.as_str());
         }
@@ -270,7 +310,11 @@ impl UpstreamSession {
                 None
             }
             Ok(Err(e)) => {
-                let reason = format!("upstream unreachable: {}", error_chain(&e));
+                let chain = error_chain(&e);
+                let reason = match certificate_hint(&chain) {
+                    Some(hint) => format!("upstream unreachable: {chain} ({hint})"),
+                    None => format!("upstream unreachable: {chain}"),
+                };
                 self.fail(sent, &reason).await;
                 None
             }
@@ -343,6 +387,7 @@ impl UpstreamSession {
         let mut position = StreamPosition::default();
         let mut response = response;
         let mut resumptions = 0;
+        let mut delays = backoff(position.retry);
         loop {
             if self.relay(response, &sent, &mut position).await {
                 return;
@@ -353,7 +398,7 @@ impl UpstreamSession {
                     .await;
             };
             resumptions += 1;
-            if resumptions > MAX_RECONNECTS {
+            if resumptions > MAX_RESUMPTIONS {
                 return self
                     .fail(
                         &sent,
@@ -361,8 +406,9 @@ impl UpstreamSession {
                     )
                     .await;
             }
+            let delay = delays.next().unwrap_or(MAX_RETRY).max(position.retry);
             tokio::select! {
-                _ = tokio::time::sleep(position.retry) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = self.ended.cancelled() => return,
             }
             let get = self.resume_request(&last);
@@ -376,75 +422,115 @@ impl UpstreamSession {
         }
     }
 
-    /// Relays one SSE response; true once the request it answers is answered (or there is none).
+    /// Relays one SSE response; true once the request it answers is answered (or there is
+    /// none, or it cannot be any more).
     async fn relay(
         &self,
         response: reqwest::Response,
         sent: &Sent,
         position: &mut StreamPosition,
     ) -> bool {
-        let mut events = std::pin::pin!(SseStream::from_bytes_stream(response.bytes_stream()));
-        let max = self.http.options.max_message_size;
+        let mut body = response.bytes_stream();
+        let mut parser = SseParser::new(self.http.options.max_message_size);
+        let event_timeout = self.http.options.event_timeout;
+        // When the event being read began: an event must end within `event_timeout`.
+        let mut event_began: Option<Instant> = None;
+        let mut items = Vec::new();
         loop {
-            let event = tokio::select! {
-                event = events.next() => event,
+            let trickle = async {
+                match event_began {
+                    Some(began) => tokio::time::sleep_until(began + event_timeout).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let chunk = tokio::select! {
+                chunk = body.next() => chunk,
+                _ = trickle => {
+                    let reason = format!("the upstream's event did not complete within {event_timeout:?}");
+                    tracing::warn!("{reason}");
+                    if sent.request_id.is_some() {
+                        self.fail(sent, &reason).await;
+                    }
+                    return true;
+                }
                 _ = self.ended.cancelled() => return true,
             };
-            let event = match event {
-                Some(Ok(event)) => event,
+            let chunk = match chunk {
+                Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
-                    tracing::debug!(error = %e, "upstream SSE stream broke");
+                    tracing::debug!(error = %error_chain(&e), "upstream SSE stream broke");
                     return sent.request_id.is_none();
                 }
                 None => return sent.request_id.is_none(),
             };
-            if let Some(id) = event.id {
-                position.last_event_id = Some(id);
-            }
-            if let Some(retry) = event.retry {
-                position.retry = Duration::from_millis(retry).min(MAX_RETRY);
-            }
-            let Some(data) = event.data.filter(|data| !data.is_empty()) else {
-                continue; // a priming event, or a comment
+            parser.feed(&chunk, &mut |item| items.push(item));
+            event_began = match (parser.mid_event(), items.is_empty()) {
+                (false, _) => None,
+                (true, true) => event_began.or(Some(Instant::now())),
+                (true, false) => Some(Instant::now()),
             };
-            if data.len() > max {
-                let frame = Frame::Oversized {
-                    len: data.len(),
-                    id: None,
-                    request: false,
-                };
-                let _ = self.frames.send(frame).await;
-                continue;
+            for item in items.drain(..) {
+                if self.take(item, sent, position).await {
+                    return true;
+                }
             }
-            let message = Message::new(data);
-            let answer = sent.request_id.is_some()
-                && matches!(
-                    message.kind(),
-                    Some(MessageKind::Response | MessageKind::Error)
-                )
-                && message.id() == sent.request_id.as_deref();
-            self.deliver(message, sent).await;
-            if answer {
-                return true;
+        }
+    }
+
+    /// Handles one SSE item; true when it was the answer `sent` waits for.
+    async fn take(&self, item: SseItem, sent: &Sent, position: &mut StreamPosition) -> bool {
+        match item {
+            SseItem::Event(event) => {
+                if let Some(id) = event.id {
+                    position.last_event_id = Some(id);
+                }
+                if let Some(retry) = event.retry {
+                    position.retry = Duration::from_millis(retry).clamp(MIN_RETRY, MAX_RETRY);
+                }
+                if event.data.is_empty() {
+                    return false; // a priming event
+                }
+                let message = Message::new(event.data);
+                let answer = sent.request_id.is_some()
+                    && matches!(
+                        message.kind(),
+                        Some(MessageKind::Response | MessageKind::Error)
+                    )
+                    && message.id() == sent.request_id.as_deref();
+                self.deliver(message, sent).await;
+                answer
+            }
+            SseItem::Oversized { len, id, request } => {
+                // Without an id to go by, an answer-shaped event on a request's stream is
+                // taken to be its answer.
+                let id = id.or_else(|| (!request).then(|| sent.request_id.clone()).flatten());
+                let answer = !request && id.is_some() && id == sent.request_id;
+                let _ = self
+                    .frames
+                    .send(Frame::Oversized { len, id, request })
+                    .await;
+                answer
             }
         }
     }
 
     /// Keeps the GET stream open for what the server sends on its own, reconnecting (and
-    /// resuming) when it ends; gives up when the server has none (405) or after repeated failures.
+    /// resuming) when it ends, backing off while it keeps failing; gives up when the server has
+    /// none (405).
     async fn listen(self: Arc<Self>) {
         let none = Sent {
             request_id: None,
             initialize: false,
         };
         let mut position = StreamPosition::default();
-        let mut failures = 0;
-        while failures < MAX_RECONNECTS && !self.ended.is_cancelled() {
+        let mut delays = backoff(position.retry);
+        while !self.ended.is_cancelled() {
             let get = match position.last_event_id.clone() {
                 Some(last) => self.resume_request(&last),
                 None => self.request(self.http.client.get(self.http.url.clone())),
             };
             let get = get.header(header::ACCEPT, "text/event-stream");
+            let began = Instant::now();
             let response = tokio::select! {
                 response = get.send() => response,
                 _ = self.ended.cancelled() => return,
@@ -452,23 +538,30 @@ impl UpstreamSession {
             match response {
                 Ok(response) if response.status() == StatusCode::METHOD_NOT_ALLOWED => return,
                 Ok(response)
+                    if response.status() == StatusCode::NOT_FOUND
+                        && self.session_id.get().is_some() =>
+                {
+                    return self.lose("the upstream server ended the session (HTTP 404)");
+                }
+                Ok(response)
                     if response.status().is_success()
                         && content_type_is(response.headers(), "text/event-stream") =>
                 {
-                    failures = 0;
                     self.relay(response, &none, &mut position).await;
                 }
                 Ok(response) => {
                     tracing::debug!(status = %response.status(), "upstream refused the GET stream");
-                    failures += 1;
                 }
                 Err(e) => {
                     tracing::debug!(error = %error_chain(&e), "upstream GET stream failed");
-                    failures += 1;
                 }
             }
+            if began.elapsed() >= HEALTHY_STREAM {
+                delays = backoff(position.retry);
+            }
+            let delay = delays.next().unwrap_or(MAX_RETRY).max(position.retry);
             tokio::select! {
-                _ = tokio::time::sleep(position.retry) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = self.ended.cancelled() => return,
             }
         }
@@ -599,20 +692,34 @@ mod tests {
         UpstreamOptions {
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
+            event_timeout: Duration::from_secs(1),
             max_message_size: 1024,
+            tls: ClientTlsOptions::default(),
+            headers: HeaderMap::new(),
         }
     }
 
     #[test]
     fn upstream_urls_are_checked_up_front() {
-        assert!(StreamableHttpOutgoing::new("http://127.0.0.1:3000/mcp", options()).is_ok());
+        for url in ["http://127.0.0.1:3000/mcp", "https://example.com/mcp"] {
+            assert!(StreamableHttpOutgoing::new(url, options()).is_ok(), "{url}");
+        }
         for (url, says) in [
-            ("https://example.com/mcp", "TLS"),
             ("ftp://example.com/mcp", "not an http"),
             ("not a url", "invalid upstream URL"),
         ] {
             let error = StreamableHttpOutgoing::new(url, options()).unwrap_err();
             assert!(error.to_string().contains(says), "{url}: {error}");
         }
+    }
+
+    #[test]
+    fn reconnects_back_off_within_bounds() {
+        let delays: Vec<Duration> = backoff(MIN_RETRY).take(12).collect();
+        assert!(
+            delays.iter().all(|d| *d >= MIN_RETRY && *d <= MAX_RETRY),
+            "{delays:?}"
+        );
+        assert!(delays[8] > delays[0], "they grow: {delays:?}");
     }
 }

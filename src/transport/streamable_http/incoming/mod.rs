@@ -1,0 +1,326 @@
+//! [`StreamableHttpIncoming`]: the client side of Streamable HTTP, an [`IncomingTransport`]
+//! like stdio: every MCP session a client opens (an `initialize` POST, or one stateless
+//! exchange of 2026-07-28) is accepted as a [`Connection`] whose inbound frames are the
+//! client's POSTs and whose outbox is routed onto the session's SSE streams
+//! ([`SessionStreams`]). Whoever accepts it decides whether a session opens ([`Admission`]);
+//! the request that opened it is answered accordingly. The axum app ([`StreamableHttpIncoming::router`])
+//! is a stack of small checks ([`checks`]: Host, Origin, authentication, body bounds, headers,
+//! session lookup) in front of three handlers ([`handlers`]: POST, GET, DELETE) and the
+//! protected resource metadata. Serving the app on a socket is [`HttpServer`](super::super::http_server::HttpServer)'s job.
+
+mod checks;
+mod handlers;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::routing::{get, post};
+use futures::StreamExt;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use checks::HostPolicy;
+
+use super::{SessionStreams, StreamId};
+use crate::auth::{Authenticator, Principal};
+use crate::protocol::{Message, MessageKind};
+use crate::session::SessionId;
+use crate::transport::{
+    AnswerModes, Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Opening, Outbox,
+    TransportError, TransportType, drain_until, receiver_stream,
+};
+
+/// How the HTTP front behaves; every bound has a safe default in the configuration.
+#[derive(Debug, Clone)]
+pub struct FrontOptions {
+    /// The `Host` names clients may use (DNS rebinding is refused before anything else).
+    pub hosts: HostPolicy,
+    /// Browser origins allowed besides loopback ones (`*` allows any).
+    pub allowed_origins: Vec<String>,
+    /// Whether clients reach membrane over TLS (for the URLs it publishes).
+    pub tls: bool,
+    /// The interval of keep-alive comments on idle SSE streams.
+    pub keep_alive: Duration,
+    /// The reconnection delay advertised to clients on priming events.
+    pub retry: Duration,
+    pub max_message_size: usize,
+    /// Messages in one JSON-RPC batch (2025-03-26).
+    pub max_batch_size: usize,
+    /// Open SSE streams (POST streams awaiting answers, and the GET stream) per session.
+    pub max_streams: usize,
+    /// Bytes of events each session keeps for `Last-Event-ID` replay.
+    pub event_retention_bytes: usize,
+    /// A request body must arrive whole within this.
+    pub body_timeout: Duration,
+    /// Request body bytes being received across all connections, beyond the first
+    /// [`checks::OWN_BODY_ALLOWANCE`] of each; past it a body waits briefly, then gets 503.
+    pub body_budget: usize,
+    /// How long delivering an event may wait for a client that does not read its stream
+    /// before that stream is dropped (the client may resume it).
+    pub send_timeout: Duration,
+}
+
+/// Accepts MCP sessions over Streamable HTTP.
+pub struct StreamableHttpIncoming {
+    front: Arc<Front>,
+    accepted: mpsc::Receiver<Connection>,
+}
+
+/// What the handlers share.
+struct Front {
+    options: FrontOptions,
+    auth: Option<Arc<Authenticator>>,
+    /// Live client sessions by the id membrane gave them.
+    clients: Mutex<HashMap<SessionId, Arc<ClientSession>>>,
+    /// Where new connections wait to be accepted.
+    accept: mpsc::Sender<Connection>,
+    /// Permits of [`FrontOptions::body_budget`], one per byte.
+    body_budget: Arc<Semaphore>,
+}
+
+/// Connections waiting to be accepted; more get 503 (the acceptor is overwhelmed).
+const ACCEPT_QUEUE: usize = 64;
+
+/// Frames of one session waiting for the pipeline before a POST waits.
+const INBOUND_DEPTH: usize = 64;
+
+impl StreamableHttpIncoming {
+    pub fn new(options: FrontOptions, auth: Option<Arc<Authenticator>>) -> Self {
+        let (accept, accepted) = mpsc::channel(ACCEPT_QUEUE);
+        let budget = options.body_budget.min(Semaphore::MAX_PERMITS);
+        let front = Arc::new(Front {
+            options,
+            auth,
+            clients: Mutex::default(),
+            accept,
+            body_budget: Arc::new(Semaphore::new(budget)),
+        });
+        Self { front, accepted }
+    }
+
+    /// The app: `/mcp` behind its checks, and the protected resource metadata when
+    /// authentication is on. The Host check comes first of all, then Origin; authentication
+    /// guards `/mcp` only.
+    pub fn router(&self) -> Router {
+        let front = self.front.clone();
+        let mcp = Router::new()
+            .route(
+                "/mcp",
+                post(handlers::post)
+                    .get(handlers::get)
+                    .delete(handlers::delete),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                front.clone(),
+                checks::authenticate,
+            ));
+        let metadata = Router::new()
+            .route(checks::METADATA_PATH, get(handlers::metadata))
+            .route(
+                &format!("{}/mcp", checks::METADATA_PATH),
+                get(handlers::metadata),
+            );
+        let app = match &front.auth {
+            Some(_) => mcp.merge(metadata),
+            None => mcp,
+        };
+        app.layer(
+            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                axum::http::header::AUTHORIZATION,
+            ]),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            front.clone(),
+            checks::origin,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            front.clone(),
+            checks::host,
+        ))
+        .with_state(front)
+    }
+
+    /// Sessions whose client side is live.
+    pub fn sessions(&self) -> usize {
+        self.front.clients().len()
+    }
+}
+
+#[async_trait]
+impl IncomingTransport for StreamableHttpIncoming {
+    fn transport_type(&self) -> TransportType {
+        TransportType::StreamableHttp
+    }
+
+    /// The next session a client opens; `None` once the app and its handlers are gone.
+    async fn accept(&mut self) -> Result<Option<Connection>, TransportError> {
+        Ok(self.accepted.recv().await)
+    }
+}
+
+impl Front {
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<ClientSession>>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn client(&self, id: &SessionId) -> Option<Arc<ClientSession>> {
+        self.clients().get(id).cloned()
+    }
+
+    /// Ends a session from the client's side (DELETE, the end of a stateless exchange): it is
+    /// unknown to clients at once, and its inbound side ends, which winds the session down.
+    fn end(&self, id: &SessionId) {
+        if let Some(client) = self.clients().remove(id) {
+            client.ended.cancel();
+        }
+    }
+}
+
+/// The client side of one session.
+struct ClientSession {
+    /// Given once a session is opened for it.
+    id: OnceLock<SessionId>,
+    principal: Option<Arc<Principal>>,
+    inbound: mpsc::Sender<Frame>,
+    /// Fires when the client ends the session.
+    ended: CancellationToken,
+    streams: Arc<SessionStreams>,
+    answer_modes: AnswerModes,
+}
+
+impl ClientSession {
+    /// Feeds a message into the session; false when the session has ended.
+    async fn send(&self, message: Message) -> bool {
+        tokio::select! {
+            sent = self.inbound.send(Frame::Message(message)) => sent.is_ok(),
+            _ = self.ended.cancelled() => false,
+        }
+    }
+
+    /// Whether `principal` may use this session: the one that opened it.
+    fn belongs_to(&self, principal: Option<&Arc<Principal>>) -> bool {
+        match (&self.principal, principal) {
+            (None, None) => true,
+            (Some(owner), Some(caller)) => owner.same_as(caller),
+            _ => false,
+        }
+    }
+}
+
+/// A new client side and the connection that carries it to the pipeline; it joins the
+/// front's sessions once admitted.
+fn client_connection(front: &Arc<Front>, opening: Opening) -> (Connection, Arc<ClientSession>) {
+    let (inbound, frames) = mpsc::channel::<Frame>(INBOUND_DEPTH);
+    let ended = CancellationToken::new();
+    let streams = Arc::new(SessionStreams::new(
+        front.options.event_retention_bytes,
+        front.options.max_streams,
+    ));
+    let (outbox, queue) = Outbox::channel();
+    let client = Arc::new(ClientSession {
+        id: OnceLock::new(),
+        principal: opening.principal.clone(),
+        inbound,
+        ended: ended.clone(),
+        streams: streams.clone(),
+        answer_modes: AnswerModes::default(),
+    });
+    let finish = CancellationToken::new();
+    let router = tokio::spawn(route_to_client(
+        queue,
+        client.clone(),
+        front.options.send_timeout,
+        finish.clone(),
+    ));
+    let inbound = receiver_stream(frames).take_until(ended.cancelled_owned());
+    let mut connection = Connection::new(
+        TransportType::StreamableHttp,
+        Box::pin(inbound),
+        outbox,
+        Box::new(ClientCloser {
+            front: Arc::downgrade(front),
+            client: client.clone(),
+            router,
+            finish,
+        }),
+    );
+    connection.answer_modes = client.answer_modes.clone();
+    connection.opening = opening;
+    (connection, client)
+}
+
+/// Routes each message for the client onto its stream. A client that does not take an event
+/// within `send_timeout` loses that stream (its events stay for a resuming GET), so one stalled
+/// reader cannot hold up the session.
+async fn route_to_client(
+    queue: mpsc::Receiver<Message>,
+    client: Arc<ClientSession>,
+    send_timeout: Duration,
+    finish: CancellationToken,
+) {
+    drain_until(queue, finish, |message| {
+        deliver(&client, message, send_timeout)
+    })
+    .await;
+    client.streams.close();
+}
+
+async fn deliver(client: &ClientSession, message: Message, send_timeout: Duration) {
+    let messages = match message.kind() {
+        // A batch of answers (2025-03-26) is split: each answer follows its own request.
+        Some(MessageKind::Batch) => message.batch_elements().unwrap_or_default(),
+        _ => vec![message],
+    };
+    // With an upstream that frames its own answers, a POST stream is used for other messages
+    // only once it is known to be an event stream.
+    let undecided_ok = !client.answer_modes.announced();
+    for message in messages {
+        let delivery = client.streams.route(message, undecided_ok);
+        let stream: StreamId = delivery.event.id.stream;
+        if let Some(to) = delivery.to
+            && to.send_timeout(delivery.event, send_timeout).await.is_err()
+        {
+            let session = client.id.get().map(SessionId::as_str);
+            tracing::debug!(
+                session,
+                stream = stream.0,
+                "a client did not read its stream in time; it can resume it"
+            );
+            client.streams.detach(stream, &to);
+        }
+    }
+}
+
+struct ClientCloser {
+    front: std::sync::Weak<Front>,
+    client: Arc<ClientSession>,
+    router: tokio::task::JoinHandle<()>,
+    finish: CancellationToken,
+}
+
+#[async_trait]
+impl ConnectionCloser for ClientCloser {
+    async fn close(self: Box<Self>, grace: Duration) -> Closed {
+        self.finish.cancel();
+        if tokio::time::timeout(grace, self.router).await.is_err() {
+            tracing::warn!("a client stopped reading; its last messages are dropped");
+        }
+        self.client.streams.close();
+        if let (Some(front), Some(id)) = (self.front.upgrade(), self.client.id.get()) {
+            let mut clients = front.clients();
+            if clients
+                .get(id)
+                .is_some_and(|live| Arc::ptr_eq(live, &self.client))
+            {
+                clients.remove(id);
+            }
+        }
+        Closed {
+            exit_code: None,
+            description: "client session ended".into(),
+        }
+    }
+}
