@@ -91,7 +91,7 @@ use crate::session::SessionConfig;
 use crate::transport::streamable_http::{FrontOptions, HostPolicy, UpstreamOptions};
 use crate::transport::tls::ClientTlsOptions;
 use crate::transport::{DEFAULT_MAX_MESSAGE_SIZE, ServerLimits};
-use crate::wasm::{Capability, ComponentCache, Grants, PluginLimits, PluginSpec};
+use crate::wasm::{Capability, Grants, PluginLimits, PluginSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -186,7 +186,9 @@ impl WasmSection {
         (self.pool_size > 0).then_some(self.pool_size)
     }
 
-    pub fn cache(&self) -> Option<ComponentCache> {
+    #[cfg(feature = "wasm")]
+    pub fn cache(&self) -> Option<crate::wasm::ComponentCache> {
+        use crate::wasm::ComponentCache;
         let dir = self.cache_dir.clone().or_else(ComponentCache::default_dir);
         dir.filter(|_| self.cache).map(ComponentCache::new)
     }

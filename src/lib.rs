@@ -5,8 +5,12 @@
 //!
 //! Rooms: [`protocol`] (messages), [`transport`] (framing and peers), [`session`] (session
 //! state), [`interceptor`] (the chain), [`wasm`] (plugins), [`proxy`] (the pipeline and proxy
-//! assembly), [`config`] (the TOML file), [`app`] (wiring a configuration into a running proxy).
+//! assembly), [`auth`] (who is calling), [`config`] (the TOML file), `app` (wiring a
+//! configuration into a running proxy). Without the default `wasm` feature the crate builds
+//! without the Wasm host and the app: the protocol, transport and proxy layers alone, which is
+//! what the fuzz targets link.
 
+#[cfg(feature = "wasm")]
 pub mod app;
 pub mod auth;
 pub mod config;

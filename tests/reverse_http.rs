@@ -7,11 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::http::{
-    Background, Http, SseReader, membrane_reverse, python_http_server, rmcp_http_server,
+    Background, Http, SseReader, configured_reverse, membrane_reverse, python_http_server,
+    rmcp_http_server,
 };
 use common::{
     RawClient, WAIT, guard_toml, initialize_params, json_output, peers, rmcp_server, tool_text,
-    write_config,
 };
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
@@ -35,20 +35,6 @@ fn children_of(pid: u32) -> usize {
             after.split_whitespace().nth(1) == Some(pid.to_string().as_str())
         })
         .count()
-}
-
-/// `membrane reverse` with the configuration `toml`, then `upstream` (`--upstream URL` or
-/// `-- CMD`); the directory holds the config file.
-async fn configured_reverse(
-    toml: &str,
-    upstream: &[&str],
-) -> (tempfile::TempDir, Background, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), toml);
-    let mut args = vec!["--config", config.to_str().unwrap()];
-    args.extend(upstream);
-    let (membrane, url) = membrane_reverse(&args).await;
-    (dir, membrane, url)
 }
 
 /// [`configured_reverse`] in front of the rmcp server over stdio.

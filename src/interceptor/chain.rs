@@ -148,7 +148,7 @@ impl Link {
         let name = self.interceptor.name();
         tracing::warn!(
             interceptor = name,
-            session = %ctx.session_id,
+            session = %ctx.session_id.redacted(),
             method = ctx.method(),
             policy = ?self.on_error,
             "interceptor failed: {error}"

@@ -75,7 +75,7 @@ impl PauseController {
             since: SystemTime::now(),
             timeout,
         };
-        tracing::info!(pause = id, session = %ctx.session_id, method = ctx.method(), ?timeout, "message paused");
+        tracing::info!(pause = id, session = %ctx.session_id.redacted(), method = ctx.method(), ?timeout, "message paused");
         self.held().insert(id, Held { paused, release });
         match tokio::time::timeout(timeout, released).await {
             Ok(Ok(resolution)) => resolution,

@@ -176,7 +176,7 @@ impl SessionManager {
         let ids: Vec<SessionId> = self.live().keys().cloned().collect();
         for id in ids {
             if let Err(e) = self.close(&id).await {
-                tracing::warn!(session = %id, error = %e, "closing session failed");
+                tracing::warn!(session = %id.redacted(), error = %e, "closing session failed");
             }
         }
     }

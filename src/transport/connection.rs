@@ -52,8 +52,8 @@ impl Outbox {
 }
 
 impl Outbox {
-    /// An outbox whose messages land in the returned receiver.
-    pub(crate) fn channel() -> (Outbox, mpsc::Receiver<Message>) {
+    /// An outbox whose messages land in the returned receiver (for a transport to drain).
+    pub fn channel() -> (Outbox, mpsc::Receiver<Message>) {
         let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
         (Outbox(tx), rx)
     }

@@ -183,6 +183,10 @@ pub fn certificate_hint(error_text: &str) -> Option<&'static str> {
         )
     } else if error_text.contains("CertificateRequired") {
         Some("the upstream asks for a client certificate: set [http] client_cert and client_key")
+    } else if error_text.contains("close_notify") {
+        Some(
+            "the upstream dropped the TLS connection; if it asks for a client certificate, set [http] client_cert and client_key",
+        )
     } else {
         None
     }

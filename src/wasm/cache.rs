@@ -2,12 +2,14 @@
 //! plugins does not compile them again. An entry is named by the plugin's content hash and the
 //! engine's compatibility hash (wasmtime version and every setting that shapes machine code),
 //! is written to a temporary file and renamed into place (readers never see half a file), and
-//! lives in a directory only membrane's user can write. A file that fails to load is compiled
-//! again and replaced. The cache is best effort: when it cannot be written, plugins still load.
+//! lives in a directory only membrane's user can write: a directory that another user owns or
+//! that others may write is refused (its files would run as native code), and plugins are then
+//! compiled without the cache. A file that fails to load is compiled again and replaced. The
+//! cache is best effort: when it cannot be written, plugins still load.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -47,6 +49,10 @@ impl ComponentCache {
     /// The compiled form of the component in `bytes`, from the cache when it is there.
     /// Blocking (compiling takes milliseconds to seconds): call it off the async threads.
     pub fn load(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<(Component, Origin)> {
+        if let Err(reason) = self.trusted() {
+            tracing::warn!(dir = %self.dir.display(), "not using the compile cache: {reason}");
+            return Ok((Component::from_binary(engine, bytes)?, Origin::Compiled));
+        }
         let path = self.dir.join(entry_name(engine, bytes));
         if path.exists() {
             // SAFETY: wasmtime runs deserialized code as is. The file is one membrane wrote
@@ -68,6 +74,31 @@ impl ComponentCache {
         Ok((component, Origin::Compiled))
     }
 
+    /// Whether the directory is membrane's own: owned by this user, writable by no one else
+    /// (or not there yet; it is created so).
+    pub fn trusted(&self) -> Result<(), String> {
+        let meta = match std::fs::metadata(&self.dir) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(format!(
+                "it belongs to user {}, not to membrane's ({me})",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "others may write to it (mode {:o}); make it 0700",
+                meta.mode() & 0o777
+            ));
+        }
+        Ok(())
+    }
+
     fn store(&self, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -86,4 +117,31 @@ fn entry_name(engine: &Engine, bytes: &[u8]) -> String {
     let mut hasher = std::hash::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     format!("{:x}-{:016x}.cwasm", Sha256::digest(bytes), hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ComponentCache::new(dir.path().join("components"));
+        assert!(
+            cache.trusted().is_ok(),
+            "not there yet: it will be created private"
+        );
+        std::fs::create_dir(cache.dir()).unwrap();
+        std::fs::set_permissions(cache.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = cache.trusted().unwrap_err();
+        assert!(error.contains("others may write"), "{error}");
+        std::fs::set_permissions(cache.dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(cache.trusted().is_ok());
+        // A directory of another user: / belongs to root, so only a non-root run can see it.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(ComponentCache::new("/".into()).trusted().is_err());
+        }
+    }
 }

@@ -13,6 +13,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::StatefulInterceptor as Interceptor;
 use super::host::PluginState;
+pub use super::spec::PluginLimits;
 
 /// How often the epoch advances: the granularity of yielding and of time budgets.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -23,35 +24,6 @@ pub(super) const MAX_CORE_INSTANCES: usize = 16;
 pub(super) const MAX_MEMORIES: usize = 2;
 pub(super) const MAX_TABLES: usize = 16;
 pub(super) const MAX_TABLE_ELEMENTS: usize = 1 << 16;
-
-/// What one plugin call and instance may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PluginLimits {
-    /// Wall-clock budget of one call.
-    pub call_timeout: Duration,
-    /// Linear memory cap of one instance, in bytes.
-    pub max_memory: usize,
-    /// Fuel (roughly, Wasm instructions) one call may burn: a budget that does not depend on
-    /// the machine's load. Needs an engine with fuel metering.
-    pub fuel: Option<u64>,
-    /// Instances of the plugin that may exist at once; calls beyond wait for one.
-    pub max_instances: usize,
-    /// Start a fresh instance for every call, so nothing a plugin keeps in memory survives
-    /// from one message to the next; costs an instantiation and an `init` per call.
-    pub fresh_instances: bool,
-}
-
-impl Default for PluginLimits {
-    fn default() -> Self {
-        Self {
-            call_timeout: Duration::from_millis(100),
-            max_memory: 64 * 1024 * 1024,
-            fuel: None,
-            max_instances: 16,
-            fresh_instances: false,
-        }
-    }
-}
 
 /// Settings fixed for the life of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

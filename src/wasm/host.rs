@@ -1,11 +1,11 @@
 //! What a plugin instance sees of the host: [`PluginState`] (its WASI context, resource table,
-//! memory limits and the session of the call in progress) and the capabilities an operator
-//! grants ([`Capability`]): logging into tracing, state kept with the session, and real clocks.
+//! memory limits, and the session and principal of the call in progress) and the capabilities
+//! an operator grants ([`Capability`]): logging into tracing, state kept with the session, and
+//! real clocks. Who opened the session (`identity`) needs no grant.
 //! The WASI context has no preopened directories, no environment and no sockets; without the
 //! clock grant its clocks read zero, and a plugin that waits on a WASI timer still runs out of
 //! its time budget.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,43 +14,11 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::membrane::interceptor::host::{Host, Level};
-use super::bindings::membrane::interceptor::{session_kv, types};
+use super::bindings::membrane::interceptor::{identity, session_kv, types};
 use super::engine::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
+use super::spec::{Capability, Grants};
+use crate::auth::Principal;
 use crate::session::{PluginData, SessionId, SessionManager};
-
-/// A host capability a plugin may be granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Capability {
-    /// `membrane:interceptor/host`: write to membrane's log.
-    Log,
-    /// `membrane:interceptor/session-kv`: keep state with the session.
-    SessionKv,
-    /// `wasi:clocks`: read the real time instead of zero.
-    Clock,
-}
-
-impl Capability {
-    /// The contract interface this capability grants, when it is one.
-    pub fn interface(self) -> Option<&'static str> {
-        match self {
-            Capability::Log => Some("host"),
-            Capability::SessionKv => Some("session-kv"),
-            Capability::Clock => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Capability::Log => "log",
-            Capability::SessionKv => "session-kv",
-            Capability::Clock => "clock",
-        }
-    }
-}
-
-/// The capabilities granted to one plugin.
-pub type Grants = BTreeSet<Capability>;
 
 /// The data of one plugin instance's store.
 pub struct PluginState {
@@ -62,6 +30,8 @@ pub struct PluginState {
     pub(super) deadline: Instant,
     /// The session of the message being intercepted: the scope of `session-kv`.
     pub(super) session: Option<SessionId>,
+    /// Who opened that session, when known.
+    pub(super) principal: Option<Arc<Principal>>,
     sessions: Option<Arc<SessionManager>>,
 }
 
@@ -95,6 +65,7 @@ impl PluginState {
                 .build(),
             deadline: Instant::now(),
             session: None,
+            principal: None,
             sessions,
         }
     }
@@ -164,6 +135,20 @@ impl session_kv::Host for PluginState {
     ) -> wasmtime::Result<Result<i64, String>> {
         let counted = self.plugin_data(|data| data.increment(&key, delta)).await;
         Ok(counted.and_then(|counted| counted.map_err(|e| e.to_string())))
+    }
+}
+
+impl identity::Host for PluginState {
+    fn session_principal(&mut self) -> wasmtime::Result<Option<identity::Principal>> {
+        Ok(self
+            .principal
+            .as_deref()
+            .map(|principal| identity::Principal {
+                subject: principal.subject.clone(),
+                issuer: principal.issuer.clone(),
+                scopes: principal.scopes.iter().cloned().collect(),
+                claims: serde_json::Value::Object(principal.claims.clone()).to_string(),
+            }))
     }
 }
 

@@ -6,24 +6,38 @@
 //! configured plugins into chain snapshots and swaps them in on reload, reusing what did not
 //! change; [`ComponentCache`] keeps compiled plugins on disk. Plugins get no filesystem, network
 //! or environment, and only the capabilities the operator grants: logging, session state,
-//! clocks.
+//! clocks. The host needs the `wasm` feature (on by default); [`PluginSpec`] and what it holds
+//! do not.
 
+#[cfg(feature = "wasm")]
 mod cache;
+#[cfg(feature = "wasm")]
 mod engine;
+#[cfg(feature = "wasm")]
 mod host;
+#[cfg(feature = "wasm")]
 mod metrics;
+#[cfg(feature = "wasm")]
 mod plugin;
+#[cfg(feature = "wasm")]
 mod registry;
+mod spec;
 
+#[cfg(feature = "wasm")]
 pub use cache::{ComponentCache, Origin};
-pub use engine::{EngineOptions, PluginEngine, PluginLimits};
-pub use host::{Capability, Grants};
+#[cfg(feature = "wasm")]
+pub use engine::{EngineOptions, PluginEngine};
+#[cfg(feature = "wasm")]
 pub use metrics::{Failure, LATENCY_BUCKETS_US, MetricsSnapshot, PluginMetrics};
-pub use plugin::{CONTRACT_VERSION, PluginEnv, PluginError, PluginSpec, WasmInterceptor};
+#[cfg(feature = "wasm")]
+pub use plugin::{CONTRACT_VERSION, PluginEnv, PluginError, WasmInterceptor};
+#[cfg(feature = "wasm")]
 pub use registry::{PluginRegistry, RegistryError, ReloadReport};
+pub use spec::{Capability, Grants, PluginLimits, PluginSpec};
 
 /// Host bindings generated from the WIT contract, for its widest world: its imports cover every
 /// plugin's, and every world exports the same functions.
+#[cfg(feature = "wasm")]
 mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",

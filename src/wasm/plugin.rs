@@ -6,7 +6,6 @@
 //! is dropped, never reused, and instances are recycled after many calls. Every call is counted
 //! in the plugin's [`PluginMetrics`].
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -22,8 +21,9 @@ use super::bindings::membrane::interceptor::types as wit;
 use super::bindings::{StatefulInterceptor as Plugin, StatefulInterceptorPre as PluginPre};
 use super::cache::{ComponentCache, Origin};
 use super::engine::{EPOCH_TICK, PluginEngine, PluginLimits};
-use super::host::{Capability, Grants, PluginState};
+use super::host::PluginState;
 use super::metrics::{Failure, PluginMetrics};
+use super::spec::{Capability, Grants, PluginSpec};
 use crate::interceptor::{
     Filter, InterceptAction, InterceptContext, InterceptError, Interceptor, Interest,
 };
@@ -32,7 +32,7 @@ use crate::session::SessionManager;
 use crate::transport::TransportType;
 
 /// The version of the `membrane:interceptor` package this host implements (`wit/`).
-pub const CONTRACT_VERSION: &str = "0.1.1";
+pub const CONTRACT_VERSION: &str = "0.1.2";
 const CONTRACT_PACKAGE: &str = "membrane:interceptor";
 
 /// An instance is replaced after this many calls, so a plugin that leaks memory (or just
@@ -65,40 +65,6 @@ pub enum PluginError {
     Start { name: String, reason: String },
     #[error("plugin '{name}' rejected its configuration: {reason}")]
     Config { name: String, reason: String },
-}
-
-/// Everything that identifies one version of a plugin: loading the same spec twice gives the
-/// same interceptor.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PluginSpec {
-    pub name: String,
-    /// Where the component was read from, for messages.
-    pub path: PathBuf,
-    pub bytes: Arc<[u8]>,
-    /// The plugin's configuration as JSON text, handed to `init`.
-    pub config: String,
-    pub limits: PluginLimits,
-    pub grants: Grants,
-}
-
-impl PluginSpec {
-    /// The spec of the component at `path`, read now.
-    pub fn read(
-        name: &str,
-        path: &Path,
-        config: &serde_json::Value,
-        limits: PluginLimits,
-        grants: Grants,
-    ) -> std::io::Result<Self> {
-        Ok(Self {
-            name: name.to_owned(),
-            path: path.to_owned(),
-            bytes: std::fs::read(path)?.into(),
-            config: config.to_string(),
-            limits,
-            grants,
-        })
-    }
 }
 
 /// What the host lends every plugin it loads.
@@ -378,7 +344,9 @@ impl WasmInterceptor {
                 failure: Failure::Trap,
                 reason: format!("{e:#}"),
             })?;
-        instance.store.data_mut().session = Some(ctx.session_id.clone());
+        let state = instance.store.data_mut();
+        state.session = Some(ctx.session_id.clone());
+        state.principal = ctx.principal.clone();
         let action = self
             .within_budget(instance.plugin.call_intercept(&mut instance.store, message))
             .await
@@ -390,7 +358,9 @@ impl WasmInterceptor {
                 },
                 reason: format!("plugin trapped: {e:#}"),
             })?;
-        instance.store.data_mut().session = None;
+        let state = instance.store.data_mut();
+        state.session = None;
+        state.principal = None;
         instance.calls += 1;
         if !self.limits.fresh_instances && instance.calls < RECYCLE_AFTER_CALLS {
             self.put_back(instance);

@@ -12,7 +12,8 @@ use arc_swap::ArcSwap;
 
 use super::engine::{EngineOptions, PluginEngine};
 use super::metrics::{MetricsSnapshot, PluginMetrics};
-use super::plugin::{PluginEnv, PluginError, PluginSpec, WasmInterceptor};
+use super::plugin::{PluginEnv, PluginError, WasmInterceptor};
+use super::spec::PluginSpec;
 use crate::interceptor::{FailurePolicy, InterceptorChain};
 
 #[derive(Debug, thiserror::Error)]

@@ -117,21 +117,53 @@ pub struct SseEvent {
     pub data: String,
 }
 
+/// `membrane reverse` with the configuration `toml`, then `upstream` (`--upstream URL` or
+/// `-- CMD`); the directory holds the config file.
+pub async fn configured_reverse(
+    toml: &str,
+    upstream: &[&str],
+) -> (tempfile::TempDir, Background, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = super::write_config(dir.path(), toml);
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend(upstream);
+    let (membrane, url) = membrane_reverse(&args).await;
+    (dir, membrane, url)
+}
+
 /// A raw MCP-over-HTTP client for one endpoint.
 pub struct Http {
     pub url: String,
     pub client: reqwest::Client,
     pub session: Option<String>,
     pub version: &'static str,
+    /// Sent as `Authorization: Bearer ...` on every request.
+    pub bearer: Option<String>,
 }
 
 impl Http {
     pub fn new(url: &str) -> Self {
+        Self::with_client(url, super::http_client())
+    }
+
+    pub fn with_client(url: &str, client: reqwest::Client) -> Self {
         Self {
             url: url.to_owned(),
-            client: super::http_client(),
+            client,
             session: None,
             version: "2025-06-18",
+            bearer: None,
+        }
+    }
+
+    /// The same endpoint and session, with another token.
+    pub fn as_bearer(&self, token: Option<&str>) -> Self {
+        Self {
+            url: self.url.clone(),
+            client: self.client.clone(),
+            session: self.session.clone(),
+            version: self.version,
+            bearer: token.map(str::to_owned),
         }
     }
 
@@ -149,6 +181,10 @@ impl Http {
         );
         if let Some(session) = &self.session {
             headers.insert("mcp-session-id", HeaderValue::from_str(session).unwrap());
+        }
+        if let Some(token) = &self.bearer {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+            headers.insert("authorization", value);
         }
         headers
     }
@@ -217,6 +253,9 @@ impl Http {
         if let Some(session) = &self.session {
             request = request.header("mcp-session-id", session);
         }
+        if let Some(token) = &self.bearer {
+            request = request.bearer_auth(token);
+        }
         request.send().await.expect("DELETE")
     }
 
@@ -231,6 +270,9 @@ impl Http {
         }
         if let Some(last) = last_event_id {
             request = request.header("last-event-id", last);
+        }
+        if let Some(token) = &self.bearer {
+            request = request.bearer_auth(token);
         }
         tokio::time::timeout(WAIT, request.send())
             .await

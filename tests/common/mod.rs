@@ -13,6 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 pub mod http;
+pub mod jwt;
+pub mod pki;
 
 /// Installs the TLS crypto provider membrane uses (ring) as the process default, which the
 /// HTTP clients of the tests (reqwest, rmcp's) need; idempotent.

@@ -40,6 +40,8 @@ Options:
     --mode auto|legacy|2026-07-28   protocol negotiation (default: auto, the SDK default:
                                     server/discover first, initialize on fallback)
     --timeout SECONDS               overall deadline (default 30), also per-request timeout
+    --bearer TOKEN                  over HTTP: send Authorization: Bearer TOKEN on every request
+                                    (https roots: the SSL_CERT_FILE environment variable)
 """
 
 from __future__ import annotations
@@ -202,10 +204,28 @@ def fatal(exc: BaseException) -> dict[str, Any]:
 
 async def run(opts: argparse.Namespace, command: list[str], out: dict[str, Any]) -> None:
     if len(command) == 1 and command[0].startswith(("http://", "https://")):
+        if opts.bearer:
+            await run_with_bearer(opts, command[0], out)
+            return
         target: Any = command[0]
     else:
         target = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
-    client = Client(target, mode=opts.mode, read_timeout_seconds=opts.timeout)
+    await run_client(Client(target, mode=opts.mode, read_timeout_seconds=opts.timeout), opts, out)
+
+
+async def run_with_bearer(opts: argparse.Namespace, url: str, out: dict[str, Any]) -> None:
+    """Over HTTP with a token on every request (the SDK's client takes an HTTP client of ours)."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {opts.bearer}"}
+    timeout = httpx2.Timeout(opts.timeout, read=opts.timeout)
+    async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
+        transport = streamable_http_client(url, http_client=http)
+        await run_client(Client(transport, mode=opts.mode, read_timeout_seconds=opts.timeout), opts, out)
+
+
+async def run_client(client: Client, opts: argparse.Namespace, out: dict[str, Any]) -> None:
     async with client:
         out["protocol_version"] = client.protocol_version
         info = client.server_info
@@ -225,6 +245,7 @@ def main() -> int:
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--mode", default="auto")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--bearer")
     parser.add_argument("--tool")
     parser.add_argument("--args", default="{}")
     parser.add_argument("--count", type=int, default=20)

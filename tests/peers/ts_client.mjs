@@ -2,6 +2,8 @@
 // setup.sh). Usage: node ts_client.mjs PEERS_DIR -- CMD ARGS...   (or -- http://HOST:PORT/mcp)
 // It connects over stdio to CMD (membrane, in the tests), or over Streamable HTTP to a URL,
 // lists the tools, calls `echo` and `delete_file`, and prints one JSON object with what it saw.
+// Over HTTP, MCP_BEARER in the environment is sent as a bearer token on every request; https
+// roots come from NODE_EXTRA_CA_CERTS, as for any Node program.
 import { pathToFileURL } from "node:url";
 import { join } from "node:path";
 
@@ -18,7 +20,11 @@ const { StreamableHTTPClientTransport } = await sdk("client/streamableHttp.js");
 
 const client = new Client({ name: "membrane-tests-ts", version: "0" });
 const transport = /^https?:\/\//.test(command)
-  ? new StreamableHTTPClientTransport(new URL(command))
+  ? new StreamableHTTPClientTransport(new URL(command), {
+      requestInit: process.env.MCP_BEARER
+        ? { headers: { Authorization: `Bearer ${process.env.MCP_BEARER}` } }
+        : undefined,
+    })
   : new StdioClientTransport({ command, args, stderr: "inherit" });
 await client.connect(transport);
 

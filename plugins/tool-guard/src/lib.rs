@@ -10,6 +10,9 @@
 //! allow = ["echo", "get_*"]      # if non-empty, only these may be called; deny still wins
 //! deny_arguments = [{ tool = "*", pattern = "rm\\s+-rf" }]  # regex on every string in arguments
 //! hide_denied = true             # drop blocked tools from `tools/list` results (default)
+//! # Tools only some principals may call (membrane's `[auth]`; nobody without it):
+//! only = [{ tools = ["deploy_*"], claim = "groups", any_of = ["release"] },
+//!         { tools = ["admin_*"], subjects = ["alice"] }]
 //! ```
 
 pub mod policy;
@@ -18,12 +21,24 @@ pub mod policy;
 mod plugin {
     use std::sync::OnceLock;
 
-    use crate::policy::Policy;
+    use crate::policy::{Caller, Policy};
 
     wit_bindgen::generate!({ path: "../../wit", world: "interceptor" });
 
     use membrane::interceptor::host::{Level, log};
+    use membrane::interceptor::identity;
     use membrane::interceptor::types::{Direction, MessageKind};
+
+    /// The session's principal, asked of membrane only when the policy depends on it.
+    fn caller(policy: &Policy) -> Option<Caller> {
+        if !policy.asks_who() {
+            return None;
+        }
+        identity::session_principal().map(|principal| Caller {
+            subject: principal.subject,
+            claims: serde_json::from_str(&principal.claims).unwrap_or_default(),
+        })
+    }
 
     /// This instance's policy, set once by `init`.
     static POLICY: OnceLock<Policy> = OnceLock::new();
@@ -58,7 +73,7 @@ mod plugin {
             };
             match (message.kind, message.direction, message.method.as_deref()) {
                 (MessageKind::Request, Direction::ClientToServer, Some("tools/call")) => {
-                    match policy.check_call(&message.json) {
+                    match policy.check_call(&message.json, caller(policy).as_ref()) {
                         Some(reason) => {
                             log(
                                 Level::Debug,
@@ -73,7 +88,7 @@ mod plugin {
                     if policy.filters_lists() =>
                 {
                     policy
-                        .filter_list(&message.json)
+                        .filter_list(&message.json, caller(policy).as_ref())
                         .map_or(Action::Continue, Action::Modify)
                 }
                 // Outside the filters declared by `init`: not delivered, passed on if it is.

@@ -21,6 +21,21 @@ struct Config {
     deny_arguments: Vec<ArgumentRule>,
     #[serde(default = "enabled")]
     hide_denied: bool,
+    #[serde(default)]
+    only: Vec<OnlyRule>,
+}
+
+/// Tools only some principals may call: those whose subject matches `subjects`, or whose
+/// claim `claim` (a string, or a list of strings) holds one of `any_of`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnlyRule {
+    tools: Vec<String>,
+    #[serde(default)]
+    subjects: Vec<String>,
+    claim: Option<String>,
+    #[serde(default)]
+    any_of: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +60,37 @@ pub struct Policy {
     allow: Vec<WildMatch>,
     deny_arguments: Vec<(WildMatch, Regex)>,
     hide_denied: bool,
+    only: Vec<Only>,
+}
+
+struct Only {
+    tools: Vec<WildMatch>,
+    subjects: Vec<WildMatch>,
+    claim: Option<(String, Vec<String>)>,
+}
+
+/// Who calls, as membrane tells it (the session's principal).
+pub struct Caller {
+    pub subject: String,
+    /// The claims passed on to plugins, as a JSON object.
+    pub claims: Value,
+}
+
+impl Only {
+    fn admits(&self, caller: Option<&Caller>) -> bool {
+        let Some(caller) = caller else {
+            return false; // nobody authenticated: these tools are off limits
+        };
+        let by_subject = self.subjects.iter().any(|glob| glob.matches(&caller.subject));
+        let by_claim = self.claim.as_ref().is_some_and(|(claim, any_of)| {
+            let holds = |value: &Value| value.as_str().is_some_and(|v| any_of.iter().any(|a| a == v));
+            match &caller.claims[claim] {
+                Value::Array(values) => values.iter().any(holds),
+                value => holds(value),
+            }
+        });
+        by_subject || by_claim
+    }
 }
 
 impl Policy {
@@ -62,36 +108,74 @@ impl Policy {
                 ))),
             })
             .collect::<Result<_, _>>()?;
-        let globs = |patterns: Vec<String>| patterns.iter().map(|p| WildMatch::new(p)).collect();
+        let globs = |patterns: &[String]| patterns.iter().map(|p| WildMatch::new(p)).collect();
+        let only = config
+            .only
+            .iter()
+            .map(|rule| {
+                if rule.subjects.is_empty() && (rule.claim.is_none() || rule.any_of.is_empty()) {
+                    return Err(invalid(
+                        "an `only` rule needs `subjects`, or `claim` with `any_of`".into(),
+                    ));
+                }
+                Ok(Only {
+                    tools: globs(&rule.tools),
+                    subjects: globs(&rule.subjects),
+                    claim: rule.claim.clone().map(|claim| (claim, rule.any_of.clone())),
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
-            deny: globs(config.deny),
-            allow: globs(config.allow),
+            deny: globs(&config.deny),
+            allow: globs(&config.allow),
             deny_arguments,
             hide_denied: config.hide_denied,
+            only,
         })
     }
 
     /// Whether `tools/list` results need filtering: hiding is on and some name can be refused.
     pub fn filters_lists(&self) -> bool {
-        self.hide_denied && !(self.deny.is_empty() && self.allow.is_empty())
+        self.hide_denied && !(self.deny.is_empty() && self.allow.is_empty() && self.only.is_empty())
     }
 
-    /// Whether a tool may be called by name: not denied, and allowed when there is an allow list.
-    pub fn permits(&self, tool: &str) -> bool {
+    /// Whether decisions depend on who calls.
+    pub fn asks_who(&self) -> bool {
+        !self.only.is_empty()
+    }
+
+    /// Whether `caller` may call a tool by name: not denied, allowed when there is an allow
+    /// list, and admitted by every `only` rule naming it.
+    pub fn permits(&self, tool: &str, caller: Option<&Caller>) -> bool {
+        self.permits_by_name(tool) && self.admits(tool, caller)
+    }
+
+    fn permits_by_name(&self, tool: &str) -> bool {
         !self.deny.iter().any(|glob| glob.matches(tool))
             && (self.allow.is_empty() || self.allow.iter().any(|glob| glob.matches(tool)))
     }
 
+    fn admits(&self, tool: &str, caller: Option<&Caller>) -> bool {
+        self.only
+            .iter()
+            .filter(|rule| rule.tools.iter().any(|glob| glob.matches(tool)))
+            .all(|rule| rule.admits(caller))
+    }
+
     /// The reason to block a `tools/call` request, or `None` to let it through. A request
     /// without a tool name is blocked, since no policy can be applied to it.
-    pub fn check_call(&self, json: &str) -> Option<String> {
+    pub fn check_call(&self, json: &str, caller: Option<&Caller>) -> Option<String> {
         // Only the name is read up front; the arguments are parsed only when a pattern applies.
         let Ok(call) = serde_json::from_str::<Call<'_>>(json) else {
             return Some("tools/call request has no tool name".to_owned());
         };
         let tool = &*call.params.name;
-        if !self.permits(tool) {
+        if !self.permits_by_name(tool) {
             return Some(format!("tool '{tool}' is blocked by policy"));
+        }
+        if !self.admits(tool, caller) {
+            let who = caller.map_or("an unauthenticated caller".to_owned(), |c| format!("'{}'", c.subject));
+            return Some(format!("tool '{tool}' is not for {who}"));
         }
         let mut patterns = self
             .deny_arguments
@@ -110,16 +194,16 @@ impl Policy {
             .then(|| format!("arguments of tool '{tool}' match a blocked pattern"))
     }
 
-    /// A `tools/list` response without the tools this policy refuses by name, or `None` when
-    /// it lists none of them (the message is then passed on untouched).
-    pub fn filter_list(&self, json: &str) -> Option<String> {
+    /// A `tools/list` response without the tools this policy refuses `caller` by name, or
+    /// `None` when it lists none of them (the message is then passed on untouched).
+    pub fn filter_list(&self, json: &str, caller: Option<&Caller>) -> Option<String> {
         let mut message: Value = serde_json::from_str(json).ok()?;
         let tools = message
             .get_mut("result")?
             .get_mut("tools")?
             .as_array_mut()?;
         let listed = tools.len();
-        tools.retain(|tool| tool["name"].as_str().is_none_or(|name| self.permits(name)));
+        tools.retain(|tool| tool["name"].as_str().is_none_or(|name| self.permits(name, caller)));
         (tools.len() != listed).then(|| message.to_string())
     }
 }
@@ -153,9 +237,9 @@ mod tests {
     #[test]
     fn empty_config_permits_everything_and_filters_nothing() {
         let policy = policy(json!({}));
-        assert!(policy.permits("shell"));
+        assert!(policy.permits("shell", None));
         assert!(!policy.filters_lists());
-        assert_eq!(policy.check_call(&call("shell", json!({}))), None);
+        assert_eq!(policy.check_call(&call("shell", json!({})), None), None);
     }
 
     #[test]
@@ -174,10 +258,10 @@ mod tests {
     #[test]
     fn deny_wins_over_allow() {
         let policy = policy(json!({"deny": ["delete_*", "shel?"], "allow": ["get_*", "delete_*"]}));
-        assert!(policy.permits("get_user"));
-        assert!(!policy.permits("delete_user"));
-        assert!(!policy.permits("shell"));
-        assert!(!policy.permits("echo"));
+        assert!(policy.permits("get_user", None));
+        assert!(!policy.permits("delete_user", None));
+        assert!(!policy.permits("shell", None));
+        assert!(!policy.permits("echo", None));
         assert!(policy.filters_lists());
     }
 
@@ -185,13 +269,13 @@ mod tests {
     fn blocks_calls_by_name() {
         let policy = policy(json!({"deny": ["shell"]}));
         assert_eq!(
-            policy.check_call(&call("shell", json!({}))).as_deref(),
+            policy.check_call(&call("shell", json!({})), None).as_deref(),
             Some("tool 'shell' is blocked by policy")
         );
-        assert_eq!(policy.check_call(&call("echo", json!({}))), None);
+        assert_eq!(policy.check_call(&call("echo", json!({})), None), None);
         let nameless = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}});
         assert_eq!(
-            policy.check_call(&nameless.to_string()).as_deref(),
+            policy.check_call(&nameless.to_string(), None).as_deref(),
             Some("tools/call request has no tool name")
         );
     }
@@ -205,35 +289,65 @@ mod tests {
         let nested = json!({"steps": [{"cmd": "ls"}, {"cmd": ["sh", "-c", "rm  -rf /"]}]});
         assert_eq!(
             policy
-                .check_call(&call("run_script", nested.clone()))
+                .check_call(&call("run_script", nested.clone()), None)
                 .as_deref(),
             Some("arguments of tool 'run_script' match a blocked pattern")
         );
-        assert_eq!(policy.check_call(&call("echo", nested)), None);
+        assert_eq!(policy.check_call(&call("echo", nested), None), None);
         assert!(
             policy
-                .check_call(&call("echo", json!({"q": "PassWord"})))
+                .check_call(&call("echo", json!({"q": "PassWord"})), None)
                 .is_some()
         );
-        assert_eq!(policy.check_call(&call("echo", json!({"n": 3}))), None);
+        assert_eq!(policy.check_call(&call("echo", json!({"n": 3})), None), None);
     }
 
     #[test]
     fn removes_refused_tools_from_lists() {
         let policy = policy(json!({"deny": ["delete_*"]}));
         let list = r#"{"jsonrpc":"2.0","id":"a1","result":{"tools":[{"name":"echo","inputSchema":{}},{"name":"delete_all"}],"nextCursor":"c"}}"#;
-        let filtered: Value = serde_json::from_str(&policy.filter_list(list).unwrap()).unwrap();
+        let filtered: Value =
+            serde_json::from_str(&policy.filter_list(list, None).unwrap()).unwrap();
         assert_eq!(
             filtered,
             json!({"jsonrpc": "2.0", "id": "a1",
                    "result": {"tools": [{"name": "echo", "inputSchema": {}}], "nextCursor": "c"}})
         );
         let clean = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo"}]}}"#;
-        assert_eq!(policy.filter_list(clean), None);
+        assert_eq!(policy.filter_list(clean, None), None);
         assert_eq!(
-            policy.filter_list(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
+            policy.filter_list(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#, None),
             None
         );
+    }
+
+    #[test]
+    fn some_tools_only_for_some_principals() {
+        let policy = policy(json!({"only": [
+            {"tools": ["deploy_*"], "claim": "groups", "any_of": ["release"]},
+            {"tools": ["admin"], "subjects": ["root", "ops-*"]}
+        ]}));
+        let member = Caller {
+            subject: "alice".into(),
+            claims: json!({"groups": ["dev", "release"]}),
+        };
+        let other = Caller {
+            subject: "ops-bob".into(),
+            claims: json!({"groups": "dev"}),
+        };
+        assert!(policy.permits("deploy_prod", Some(&member)));
+        assert!(!policy.permits("deploy_prod", Some(&other)));
+        assert!(!policy.permits("deploy_prod", None), "nobody authenticated");
+        assert!(policy.permits("admin", Some(&other)) && !policy.permits("admin", Some(&member)));
+        assert!(policy.permits("echo", None), "other tools are for everyone");
+        assert_eq!(
+            policy.check_call(&call("deploy_prod", json!({})), Some(&other)).as_deref(),
+            Some("tool 'deploy_prod' is not for 'ops-bob'")
+        );
+        let list = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"deploy_prod"}]}}"#;
+        assert!(policy.filter_list(list, Some(&member)).is_none());
+        assert!(policy.filter_list(list, Some(&other)).unwrap().contains("echo"));
+        assert!(Policy::from_json(r#"{"only": [{"tools": ["x"]}]}"#).is_err());
     }
 
     #[test]

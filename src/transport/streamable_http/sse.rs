@@ -1,10 +1,10 @@
 //! [`SseParser`]: reads the server-sent events of an upstream's response incrementally, as
 //! the WHATWG event-stream format defines them (lines ending in LF, CR or CRLF; `data`, `id`,
 //! `retry` and `event` fields; comments), with a bound: an event whose data grows past the
-//! maximum message size is discarded while it streams in, never buffered whole, and reported
-//! as [`SseItem::Oversized`] with what its first and last bytes tell of it (its JSON-RPC id).
-//! A line that runs past the bound without being data is skipped the same way. The parser
-//! holds at most about the bound in memory, whatever the upstream sends.
+//! maximum message size is reported as [`SseItem::Oversized`] the moment it does, with what
+//! its first bytes tell of it (its JSON-RPC id), and the rest of it is discarded as it streams
+//! in, never buffered. A line that runs past the bound without being data is skipped the same
+//! way. The parser holds at most about the bound in memory, whatever the upstream sends.
 
 use bytes::{Bytes, BytesMut};
 
@@ -27,8 +27,9 @@ pub struct SseEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SseItem {
     Event(SseEvent),
-    /// An event whose data exceeded the bound, skipped: its size so far, and its JSON-RPC id
-    /// and request nature when its head or tail show them.
+    /// An event whose data exceeded the bound, reported when it did (the rest of it is
+    /// skipped): its size then, and its JSON-RPC id and request nature when its head shows
+    /// them.
     Oversized {
         len: usize,
         id: Option<String>,
@@ -52,8 +53,8 @@ pub struct SseParser {
     has_data: bool,
     id: Option<String>,
     retry: Option<u64>,
-    /// Set while the current event's data is being discarded.
-    oversized: Option<OversizedProbe>,
+    /// Set while the rest of an oversized event is being discarded.
+    discarding: bool,
 }
 
 impl SseParser {
@@ -69,7 +70,7 @@ impl SseParser {
             has_data: false,
             id: None,
             retry: None,
-            oversized: None,
+            discarding: false,
         }
     }
 
@@ -79,7 +80,7 @@ impl SseParser {
         !self.line.is_empty()
             || self.skipping_line
             || self.has_data
-            || self.oversized.is_some()
+            || self.discarding
             || self.id.is_some()
     }
 
@@ -96,12 +97,12 @@ impl SseParser {
             match memchr::memchr2(b'\n', b'\r', chunk) {
                 Some(end) => {
                     self.after_cr = chunk[end] == b'\r';
-                    self.take_line_part(&chunk[..end]);
+                    self.take_line_part(&chunk[..end], emit);
                     self.end_line(emit);
                     chunk = &chunk[end + 1..];
                 }
                 None => {
-                    self.take_line_part(chunk);
+                    self.take_line_part(chunk, emit);
                     chunk = &[];
                 }
             }
@@ -110,11 +111,8 @@ impl SseParser {
 
     /// Appends to the current line, or starts skipping it once it runs past what any field
     /// may hold.
-    fn take_line_part(&mut self, part: &[u8]) {
+    fn take_line_part(&mut self, part: &[u8], emit: &mut impl FnMut(SseItem)) {
         if self.skipping_line {
-            if let Some(probe) = &mut self.oversized {
-                probe.skip(part);
-            }
             return;
         }
         // `data: ` plus the bound; a longer line cannot be a data line within the bound.
@@ -124,22 +122,16 @@ impl SseParser {
             line.extend_from_slice(part);
             // An oversized data line discards the event, its head probed for the id; any other
             // line that long is nonsense and is skipped on its own.
-            if let Some(value) = line.strip_prefix(b"data:") {
+            if let Some(value) = line.strip_prefix(b"data:")
+                && !self.discarding
+            {
                 let value = value.strip_prefix(b" ").unwrap_or(value);
-                match &mut self.oversized {
-                    Some(probe) => {
-                        probe.skip(b"\n");
-                        probe.skip(value);
-                    }
-                    None => {
-                        let mut head = std::mem::take(&mut self.data);
-                        if self.has_data {
-                            head.extend_from_slice(b"\n");
-                        }
-                        head.extend_from_slice(value);
-                        self.start_discarding(&head);
-                    }
+                let mut head = std::mem::take(&mut self.data);
+                if self.has_data {
+                    head.extend_from_slice(b"\n");
                 }
+                head.extend_from_slice(value);
+                self.oversized(&head, emit);
             }
             return;
         }
@@ -168,7 +160,7 @@ impl SseParser {
             None => (&line[..], &b""[..]),
         };
         match field {
-            b"data" => self.take_data(value),
+            b"data" => self.take_data(value, emit),
             b"id" if !value.contains(&0) => {
                 self.id = Some(String::from_utf8_lossy(value).into_owned());
             }
@@ -179,21 +171,16 @@ impl SseParser {
         }
     }
 
-    fn take_data(&mut self, value: &[u8]) {
-        if let Some(probe) = &mut self.oversized {
-            probe.skip(b"\n");
-            probe.skip(value);
+    fn take_data(&mut self, value: &[u8], emit: &mut impl FnMut(SseItem)) {
+        if self.discarding {
             return;
         }
         let separator = usize::from(self.has_data);
         if self.data.len() + separator + value.len() > self.max_data {
-            let head = std::mem::take(&mut self.data);
-            self.start_discarding(&head);
-            if let Some(probe) = &mut self.oversized {
-                probe.skip(b"\n");
-                probe.skip(value);
-            }
-            return;
+            let mut head = std::mem::take(&mut self.data);
+            head.extend_from_slice(b"\n");
+            head.extend_from_slice(value);
+            return self.oversized(&head, emit);
         }
         if self.has_data {
             self.data.extend_from_slice(b"\n");
@@ -202,11 +189,14 @@ impl SseParser {
         self.has_data = true;
     }
 
-    /// Begins discarding the current event, probing `head` (its data so far).
-    fn start_discarding(&mut self, head: &[u8]) {
+    /// Reports the current event as oversized, probing `head` (its data so far), and discards
+    /// the rest of it.
+    fn oversized(&mut self, head: &[u8], emit: &mut impl FnMut(SseItem)) {
         let mut probe = OversizedProbe::new(head);
         probe.skip(head);
-        self.oversized = Some(probe);
+        let (len, id, request) = probe.finish();
+        emit(SseItem::Oversized { len, id, request });
+        self.discarding = true;
         self.data = BytesMut::new();
         self.has_data = false;
     }
@@ -215,9 +205,8 @@ impl SseParser {
     fn dispatch(&mut self, emit: &mut impl FnMut(SseItem)) {
         let id = self.id.take();
         let retry = self.retry.take();
-        if let Some(probe) = self.oversized.take() {
-            let (len, id, request) = probe.finish();
-            return emit(SseItem::Oversized { len, id, request });
+        if std::mem::take(&mut self.discarding) {
+            return; // reported when it grew too large
         }
         let data = std::mem::take(&mut self.data).freeze();
         let has_data = std::mem::take(&mut self.has_data);
@@ -283,6 +272,7 @@ mod tests {
             b"id: 7\ndata: {\"jsonrpc\":\"2.0\",\"id\":42,\"result\":{\"x\":\"",
             &mut |i| items.push(i),
         );
+        assert_eq!(items.len(), 1, "reported as soon as it outgrows the bound");
         for _ in 0..1000 {
             parser.feed(&[b'a'; 1024], &mut |i| items.push(i));
             assert!(parser.data.capacity() <= 64 && parser.line.capacity() <= 128);
@@ -293,7 +283,7 @@ mod tests {
         let [SseItem::Oversized { len, id, request }, next] = &items[..] else {
             panic!("{items:?}")
         };
-        assert!(*len > 1_024_000);
+        assert!(*len > 32);
         assert_eq!(id.as_deref(), Some("42"));
         assert!(!request);
         assert_eq!(next, &event(None, "{\"ok\":1}"));

@@ -374,6 +374,13 @@ impl UpstreamSession {
                 };
                 let _ = self.frames.send(frame).await;
             }
+            // An empty body (a notification's 202, say) carries nothing to pass on.
+            Ok(body) if body.is_empty() => {
+                if sent.request_id.is_some() {
+                    self.fail(sent, "the upstream answered with an empty body")
+                        .await;
+                }
+            }
             Ok(body) => self.deliver(Message::new(body), sent).await,
             Err(e) => {
                 let reason = format!("reading the upstream's answer failed: {}", error_chain(&e));
