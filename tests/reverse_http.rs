@@ -573,6 +573,42 @@ async fn quick_answers_are_json_and_slow_ones_a_primed_stream() {
 }
 
 #[tokio::test]
+async fn answers_keep_the_framing_an_http_upstream_chose() {
+    let content_type =
+        |r: &reqwest::Response| r.headers()["content-type"].to_str().unwrap().to_owned();
+    let steps = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "steps", "arguments": {"count": 2, "delay_ms": 700}}});
+    let echo = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": "quick"}}});
+
+    // A JSON upstream: even a slow answer stays JSON (no stream of membrane's making).
+    let (_json_server, json_url) = python_http_server(&["--json"]).await;
+    let (_m1, url) = membrane_reverse(&["--upstream", &json_url]).await;
+    let mut client = Http::new(&url);
+    client.version = "2025-11-25";
+    client.initialize().await;
+    let slow = client.post(&steps).await;
+    assert_eq!(content_type(&slow), "application/json");
+    assert_eq!(text_of(&slow.json().await.unwrap()), "done after 2 steps");
+
+    // An SSE upstream: even a quick answer comes as a stream, with membrane's event ids and a
+    // priming event.
+    let (_sse_server, sse_url) = python_http_server(&[]).await;
+    let (_m2, url) = membrane_reverse(&["--upstream", &sse_url]).await;
+    let mut client = Http::new(&url);
+    client.version = "2025-11-25";
+    client.initialize().await;
+    let quick = client.post(&echo).await;
+    assert_eq!(content_type(&quick), "text/event-stream");
+    let mut events = SseReader::new(quick);
+    let priming = events.next().await.unwrap();
+    assert!(priming.data.is_empty() && priming.id.as_deref().unwrap().ends_with(".0"));
+    let answer = events.next().await.unwrap();
+    assert!(answer.id.unwrap().ends_with(".1"), "membrane's own ids");
+    assert_eq!(text_of(&serde_json::from_str(&answer.data).unwrap()), "quick");
+}
+
+#[tokio::test]
 async fn an_upstream_that_hangs_gets_a_clear_answer_in_bounded_time() {
     // Accepts connections and never answers.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

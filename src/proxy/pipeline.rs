@@ -742,6 +742,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn answers_nobody_awaits_are_dropped_and_counted() {
+        let mut h = harness().await;
+        h.client_sends(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#).await;
+        assert!(h.server_in.try_recv().is_ok());
+        h.server_sends(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).await;
+        assert!(h.client_in.try_recv().is_ok(), "the awaited answer goes through");
+        for late in [
+            r#"{"jsonrpc":"2.0","id":3,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":99,"result":{"tools":[]}}"#,
+        ] {
+            h.server_sends(late).await;
+            assert!(h.client_in.try_recv().is_err(), "{late} is dropped");
+        }
+        assert_eq!(h.pipeline.unmatched_answers.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_pending_bound_are_answered_with_an_error() {
+        let mut h = harness().await;
+        for id in 1..=4 {
+            h.client_sends(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#))
+                .await;
+            assert!(h.server_in.try_recv().is_ok());
+        }
+        h.client_sends(r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#)
+            .await;
+        assert!(h.server_in.try_recv().is_err(), "the fifth never goes out");
+        let refused = h.client_in.try_recv().unwrap().to_value().unwrap();
+        assert_eq!(refused["id"], 5);
+        assert_eq!(refused["error"]["code"], ErrorCode::LimitExceeded.code());
+        h.server_sends(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#)
+            .await;
+        h.client_sends(r#"{"jsonrpc":"2.0","id":6,"method":"ping"}"#)
+            .await;
+        assert!(h.server_in.try_recv().is_ok(), "an answer makes room");
+    }
+
+    #[tokio::test]
     async fn a_batch_is_split_only_when_an_interceptor_wants_part_of_it() {
         let mut h = harness().await;
         let untouched = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"}]"#;
