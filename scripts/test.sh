@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs the wasm32-wasip2 target and the pinned
-# third-party MCP peers (npm, PyPI), builds the plugins, then runs the plugins' unit tests and
-# membrane's unit and end-to-end tests (one release build).
+# third-party MCP peers (npm, PyPI), builds the plugins, then runs the plugins' unit tests,
+# membrane's unit and end-to-end tests (one release build), and each fuzz target for 30 s
+# (scripts/fuzz.sh installs the nightly toolchain and cargo-fuzz; FUZZ_SECONDS overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,9 @@ set +e
   plugins=$?
   cargo test --no-fail-fast --release
   membrane=$?
-  exit $((plugins || membrane))
+  bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+  fuzz=$?
+  exit $((plugins || membrane || fuzz))
 } 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e

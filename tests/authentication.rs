@@ -150,7 +150,10 @@ async fn every_sdk_client_gets_through_with_a_token() {
     client.cancel().await.unwrap();
     // Without one, rmcp sees the challenge.
     let refused = ().serve(StreamableHttpClientTransport::from_uri(url.as_str())).await;
-    let error = format!("{:?}", refused.err().expect("refused"));
+    let Err(error) = refused else {
+        panic!("a client without a token was let in")
+    };
+    let error = format!("{error:?}");
     assert!(error.contains("resource_metadata"), "{error}");
 
     // The Python SDK.

@@ -605,7 +605,10 @@ async fn answers_keep_the_framing_an_http_upstream_chose() {
     assert!(priming.data.is_empty() && priming.id.as_deref().unwrap().ends_with(".0"));
     let answer = events.next().await.unwrap();
     assert!(answer.id.unwrap().ends_with(".1"), "membrane's own ids");
-    assert_eq!(text_of(&serde_json::from_str(&answer.data).unwrap()), "quick");
+    assert_eq!(
+        text_of(&serde_json::from_str(&answer.data).unwrap()),
+        "quick"
+    );
 }
 
 #[tokio::test]

@@ -744,10 +744,15 @@ mod tests {
     #[tokio::test]
     async fn answers_nobody_awaits_are_dropped_and_counted() {
         let mut h = harness().await;
-        h.client_sends(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#).await;
+        h.client_sends(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#)
+            .await;
         assert!(h.server_in.try_recv().is_ok());
-        h.server_sends(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).await;
-        assert!(h.client_in.try_recv().is_ok(), "the awaited answer goes through");
+        h.server_sends(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#)
+            .await;
+        assert!(
+            h.client_in.try_recv().is_ok(),
+            "the awaited answer goes through"
+        );
         for late in [
             r#"{"jsonrpc":"2.0","id":3,"result":{}}"#,
             r#"{"jsonrpc":"2.0","id":99,"result":{"tools":[]}}"#,
