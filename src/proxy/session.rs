@@ -90,14 +90,19 @@ impl Pipeline {
                 return Err(e.into());
             }
         };
-        opening.answer(Admission::Admitted(session.id.clone()));
+        if upstream.transport_type == TransportType::StreamableHttp {
+            // An HTTP upstream frames each answer itself; the client side follows it from the
+            // first request on (so the link comes before the client hears it is admitted).
+            upstream.answer_modes.link(&client.answer_modes);
+        }
+        client.opening.answer(Admission::Admitted(session.id.clone()));
         Ok(self.serve_session(session, client, upstream).await?)
     }
 
     /// Relays between `client` and `upstream` for `session` (just created, see
     /// [`SessionManager::create`](crate::session::SessionManager::create)) until one side ends or
     /// the session is closed; then removes the session.
-    pub async fn serve_session(
+    async fn serve_session(
         self: &Arc<Self>,
         session: Session,
         client: Connection,
@@ -111,10 +116,6 @@ impl Pipeline {
             &session,
             upstream.peer_session_id.clone(),
         ));
-        if upstream.transport_type == TransportType::StreamableHttp {
-            // An HTTP upstream frames each answer itself; the client side follows it.
-            upstream.answer_modes.link(&client.answer_modes);
-        }
         tracing::info!(session = %session.id.redacted(), "session started");
 
         let to_server = Lane {

@@ -128,11 +128,8 @@ pub struct Session {
     pub status: SessionStatus,
     /// Proposed by the initialize request, then replaced by the one the server agreed to.
     pub protocol_version: Option<String>,
-    pub metadata: HashMap<String, String>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
-    /// The last SSE event id sent to the client, for resumption.
-    pub last_event_id: Option<String>,
     pub pending_requests: PendingRequests,
     /// What each plugin keeps in this session, by plugin name.
     pub plugin_data: HashMap<String, PluginData>,
@@ -149,10 +146,8 @@ impl Session {
             principal: None,
             status: SessionStatus::Initializing,
             protocol_version: None,
-            metadata: HashMap::new(),
             created_at: now,
             updated_at: now,
-            last_event_id: None,
             pending_requests: PendingRequests::default(),
             plugin_data: HashMap::new(),
         }
