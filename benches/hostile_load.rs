@@ -19,29 +19,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::http::{Http, membrane_reverse, rmcp_http_server};
+use common::{memory_kib, setting};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// membrane's resident memory now and at its peak, in MiB.
-fn memory_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 /// `calls` echo calls one after another; their round trips, and how many failed.
 async fn measure(client: &Http, first_id: i64, calls: usize) -> (Vec<Duration>, usize) {
@@ -138,7 +118,8 @@ async fn main() {
     let session = reader_session.session.clone().unwrap();
 
     let (mut alone, failed_alone) = measure(&client, 1, calls).await;
-    let (rss_before, _) = memory_mib(pid);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let rss_before = mib(memory_kib(pid).0);
 
     // The attack runs on threads of its own, so the client's runtime is not the attackers'.
     let attack = std::thread::spawn(move || {
@@ -157,11 +138,11 @@ async fn main() {
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (mut attacked, failed_attacked) = measure(&client, 100_000, calls).await;
-    let (rss_attacked, _) = memory_mib(pid);
+    let rss_attacked = mib(memory_kib(pid).0);
     drop(attack); // detached: the process ends with the benchmark
     let (again, failed_again) = measure(&client, 200_000, calls).await;
     alone.extend(again);
-    let (_, peak) = memory_mib(pid);
+    let peak = mib(memory_kib(pid).1);
 
     let (alone_p50, alone_p99) = (quantile(&mut alone, 0.5), quantile(&mut alone, 0.99));
     let (p50, p99) = (quantile(&mut attacked, 0.5), quantile(&mut attacked, 0.99));

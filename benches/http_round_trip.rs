@@ -17,14 +17,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::http::{Http, membrane_reverse, rmcp_http_server};
+use common::setting;
 use serde_json::json;
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Variant {
     name: &'static str,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use common::http::{Http, python_http_server};
 use common::jwt::{SigningKey, claims, jwks};
-use common::{initialize_params, json_output, peers, plugin, rmcp_server, tool_text};
+use common::{initialize_params, plugin, rmcp_server, tool_text};
 use jsonwebtoken::Algorithm;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
@@ -157,32 +157,19 @@ async fn every_sdk_client_gets_through_with_a_token() {
     assert!(error.contains("resource_metadata"), "{error}");
 
     // The Python SDK.
-    let python = json_output(
-        tokio::process::Command::new(peers().join("venv/bin/python"))
-            .arg(common::repo().join("tests/peers/python_client.py"))
-            .args([
-                "call",
-                "--tool",
-                "echo",
-                "--args",
-                r#"{"message":"from python"}"#,
-            ])
-            .args(["--mode", "legacy", "--bearer", ALICE, "--", &url]),
-        common::WAIT,
-    )
-    .await;
+    let args = [
+        "call",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"message":"from python"}"#,
+    ];
+    let args = [&args[..], &["--mode", "legacy", "--bearer", ALICE]].concat();
+    let python = common::python_client(&args, &url, &[]).await;
     assert_eq!(python["call"]["text"], "from python", "{python}");
 
     // The TypeScript SDK.
-    let typescript = json_output(
-        tokio::process::Command::new("node")
-            .arg(common::repo().join("tests/peers/ts_client.mjs"))
-            .arg(peers())
-            .args(["--", &url])
-            .env("MCP_BEARER", ALICE),
-        common::WAIT,
-    )
-    .await;
+    let typescript = common::typescript_client(&url, &[("MCP_BEARER", ALICE.as_ref())]).await;
     assert_eq!(
         typescript["echo"]["text"], "hello from typescript",
         "{typescript}"
@@ -397,26 +384,14 @@ async fn the_clients_token_never_goes_upstream_and_configured_credentials_do() {
         secret.display()
     );
     let config = common::write_config(dir.path(), &toml);
-    let membrane = common::http::Background::spawn(
-        tokio::process::Command::new(common::membrane())
-            .args([
-                "reverse",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-                config.to_str().unwrap(),
-            ])
-            .args(["--upstream", &upstream_url])
-            .env("MEMBRANE_TEST_KEY", "key-from-env")
-            .env("XDG_CACHE_HOME", common::cache_home()),
-    );
-    let log = membrane.log.wait_for("listening on ", 1).await;
-    let url = log
-        .lines()
-        .find_map(|line| line.split("listening on ").nth(1))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--upstream",
+        &upstream_url,
+    ];
+    let (_membrane, url) =
+        common::http::membrane_reverse_with(&args, &[("MEMBRANE_TEST_KEY", "key-from-env")]).await;
     let mut alice = Http::new(&url).as_bearer(Some(ALICE));
     alice.initialize().await;
     let seen: Value =

@@ -10,24 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::http::{Background, Http, membrane_reverse};
-use common::{WAIT, rmcp_server, tool_text, write_config};
+use common::http::{Background, Http, membrane_reverse, membrane_reverse_with};
+use common::{WAIT, memory_kib, rmcp_server, tool_text, write_config};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// membrane's resident memory now and at its peak, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 /// membrane reverse with `toml` in front of `upstream` (`--upstream URL` or `-- CMD`).
 async fn membrane_with(toml: &str, upstream: &[&str]) -> (tempfile::TempDir, Background, String) {
@@ -479,25 +466,8 @@ async fn sigterm_ends_within_the_drain_time_whatever_clients_do() {
 #[tokio::test]
 async fn session_ids_stay_out_of_the_log_and_servers_go_with_membrane() {
     let server = rmcp_server();
-    let membrane = Background::spawn(
-        tokio::process::Command::new(common::membrane())
-            .args([
-                "reverse",
-                "--listen",
-                "127.0.0.1:0",
-                "--",
-                server.to_str().unwrap(),
-            ])
-            .env("MEMBRANE_LOG", "info")
-            .env("XDG_CACHE_HOME", common::cache_home()),
-    );
-    let log = membrane.log.wait_for("listening on ", 1).await;
-    let url = log
-        .lines()
-        .find_map(|line| line.split("listening on ").nth(1))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let upstream = ["--", server.to_str().unwrap()];
+    let (membrane, url) = membrane_reverse_with(&upstream, &[("MEMBRANE_LOG", "info")]).await;
     let mut client = Http::new(&url);
     client.initialize().await;
     assert_eq!(

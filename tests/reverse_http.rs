@@ -426,15 +426,7 @@ kill $proxy $upstream
 
 /// Runs the Python SDK client (`tests/peers/python_client.py`) against `url`.
 async fn python_client(mode: &str, args: &[&str], url: &str) -> Value {
-    json_output(
-        tokio::process::Command::new(peers().join("venv/bin/python"))
-            .arg(common::repo().join("tests/peers/python_client.py"))
-            .args(["--mode", mode])
-            .args(args)
-            .args(["--", url]),
-        WAIT,
-    )
-    .await
+    common::python_client(&[&["--mode", mode], args].concat(), url, &[]).await
 }
 
 #[tokio::test]
@@ -516,14 +508,7 @@ async fn stateless_headers_must_match_the_body() {
 #[tokio::test]
 async fn typescript_client_over_http_with_the_guard() {
     let (_dir, membrane, url) = rmcp_behind_reverse(&guard_toml(&["delete_*"])).await;
-    let seen = json_output(
-        tokio::process::Command::new("node")
-            .arg(common::repo().join("tests/peers/ts_client.mjs"))
-            .arg(peers())
-            .args(["--", &url]),
-        WAIT,
-    )
-    .await;
+    let seen = common::typescript_client(&url, &[]).await;
     assert_eq!(seen["server_name"], "rmcp-peer", "{seen}");
     let tools = seen["tools"].as_array().unwrap();
     assert!(

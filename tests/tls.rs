@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use common::http::{Background, Http, membrane_reverse, python_http_server};
 use common::pki::Ca;
-use common::{json_output, peers, tool_text, write_config};
+use common::{tool_text, write_config};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -94,33 +94,21 @@ async fn tls_on_both_sides_with_every_sdk_client() {
     client.cancel().await.unwrap();
 
     // The Python SDK, trusting the front CA through SSL_CERT_FILE.
-    let python = json_output(
-        tokio::process::Command::new(peers().join("venv/bin/python"))
-            .arg(common::repo().join("tests/peers/python_client.py"))
-            .args([
-                "call",
-                "--tool",
-                "echo",
-                "--args",
-                r#"{"message":"python over tls"}"#,
-            ])
-            .args(["--mode", "legacy", "--", &url])
-            .env("SSL_CERT_FILE", front.cert()),
-        common::WAIT,
-    )
-    .await;
+    let args = [
+        "call",
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"message":"python over tls"}"#,
+    ];
+    let args = [&args[..], &["--mode", "legacy"]].concat();
+    let ca = front.cert();
+    let python = common::python_client(&args, &url, &[("SSL_CERT_FILE", ca.as_os_str())]).await;
     assert_eq!(python["call"]["text"], "python over tls", "{python}");
 
     // The TypeScript SDK, trusting it through NODE_EXTRA_CA_CERTS.
-    let typescript = json_output(
-        tokio::process::Command::new("node")
-            .arg(common::repo().join("tests/peers/ts_client.mjs"))
-            .arg(peers())
-            .args(["--", &url])
-            .env("NODE_EXTRA_CA_CERTS", front.cert()),
-        common::WAIT,
-    )
-    .await;
+    let typescript =
+        common::typescript_client(&url, &[("NODE_EXTRA_CA_CERTS", ca.as_os_str())]).await;
     assert_eq!(
         typescript["echo"]["text"], "hello from typescript",
         "{typescript}"

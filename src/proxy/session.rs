@@ -95,7 +95,9 @@ impl Pipeline {
             // first request on (so the link comes before the client hears it is admitted).
             upstream.answer_modes.link(&client.answer_modes);
         }
-        client.opening.answer(Admission::Admitted(session.id.clone()));
+        client
+            .opening
+            .answer(Admission::Admitted(session.id.clone()));
         Ok(self.serve_session(session, client, upstream).await?)
     }
 

@@ -56,12 +56,18 @@ impl Background {
 
 /// `membrane reverse --listen 127.0.0.1:0 ARGS`, and the URL of its endpoint.
 pub async fn membrane_reverse(args: &[&str]) -> (Background, String) {
+    membrane_reverse_with(args, &[]).await
+}
+
+/// [`membrane_reverse`] with more environment (`MEMBRANE_LOG` is `membrane=debug` unless set).
+pub async fn membrane_reverse_with(args: &[&str], env: &[(&str, &str)]) -> (Background, String) {
     let membrane = Background::spawn(
         Command::new(membrane())
             .args(["reverse", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("MEMBRANE_LOG", "membrane=debug")
-            .env("XDG_CACHE_HOME", cache_home()),
+            .env("XDG_CACHE_HOME", cache_home())
+            .envs(env.iter().copied()),
     );
     let url = membrane.logged_url("listening on ").await;
     (membrane, url)

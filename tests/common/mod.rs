@@ -198,6 +198,55 @@ pub async fn json_output(command: &mut Command, within: Duration) -> Value {
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
+/// Runs the Python SDK client peer (`tests/peers/python_client.py ARGS -- TARGET`) with `env`
+/// and returns the JSON object it prints.
+pub async fn python_client(args: &[&str], target: &str, env: &[(&str, &std::ffi::OsStr)]) -> Value {
+    json_output(
+        Command::new(peers().join("venv/bin/python"))
+            .arg(repo().join("tests/peers/python_client.py"))
+            .args(args)
+            .args(["--", target])
+            .envs(env.iter().copied()),
+        WAIT,
+    )
+    .await
+}
+
+/// Runs the TypeScript SDK client peer (`tests/peers/ts_client.mjs`) against `target` with
+/// `env` and returns the JSON object it prints.
+pub async fn typescript_client(target: &str, env: &[(&str, &std::ffi::OsStr)]) -> Value {
+    json_output(
+        Command::new("node")
+            .arg(repo().join("tests/peers/ts_client.mjs"))
+            .arg(peers())
+            .args(["--", target])
+            .envs(env.iter().copied()),
+        WAIT,
+    )
+    .await
+}
+
+/// A process's resident memory now and at its peak, in KiB (from `/proc`).
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A number from the environment, for benchmark settings.
+pub fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Writes a membrane config file into `dir` and returns its path.
 pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     let path = dir.join("membrane.toml");
