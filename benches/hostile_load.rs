@@ -1,7 +1,7 @@
 //! A well-behaved client's latency through `membrane reverse` while hostile clients of three
 //! kinds hold connections open at once: headers sent a byte a second (slowloris), bodies
-//! announced at 8 MiB that stop after 512 KiB, and clients that ask for a 1 MB answer and
-//! never read it. Each hostile connection that membrane closes is opened again, so the attack
+//! announced at 8 MiB that stop after 512 KiB, and clients that open a session of their own,
+//! ask for a 1 MB answer and never read it. Each hostile connection that membrane closes is opened again, so the attack
 //! holds for the whole measurement. Membrane is in front of the rmcp SDK server over HTTP,
 //! with its default bounds.
 //!
@@ -47,7 +47,11 @@ fn quantile(samples: &mut [Duration], q: f64) -> Duration {
 }
 
 /// One hostile connection of `kind`, opened again whenever membrane closes it.
-async fn hostile(kind: &'static str, address: String, session: String) {
+async fn hostile(kind: &'static str, url: String) {
+    let address = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
     let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "big", "arguments": {"bytes": 1_000_000}}})
     .to_string();
@@ -86,6 +90,15 @@ async fn hostile(kind: &'static str, address: String, session: String) {
                 .await
             }
             _ => {
+                // A session of its own (membrane may ask it to come back later).
+                let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                    "params": common::initialize_params("2025-06-18")});
+                let opened = Http::new(&url).post(&init).await;
+                let Some(session) = opened.headers().get("mcp-session-id").cloned() else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                let session = session.to_str().unwrap().to_owned();
                 async {
                     let extra = format!("Mcp-Session-Id: {session}\r\n");
                     stream.write_all(head(&extra, big.len()).as_bytes()).await?;
@@ -107,22 +120,17 @@ async fn main() {
     let (_server, upstream) = rmcp_http_server("127.0.0.1:0").await;
     let (membrane, url) = membrane_reverse(&["--upstream", &upstream]).await;
     let pid = membrane.pid();
-    let address = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_owned();
     let mut client = Http::new(&url);
     client.initialize().await;
-    let mut reader_session = Http::new(&url);
-    reader_session.initialize().await;
-    let session = reader_session.session.clone().unwrap();
 
     let (mut alone, failed_alone) = measure(&client, 1, calls).await;
     let mib = |kib: u64| kib as f64 / 1024.0;
     let rss_before = mib(memory_kib(pid).0);
 
     // The attack runs on threads of its own, so the client's runtime is not the attackers'.
+    let attackers = url.clone();
     let attack = std::thread::spawn(move || {
+        let url = attackers;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -130,7 +138,7 @@ async fn main() {
         runtime.block_on(async {
             for kind in ["slowloris", "half-body", "non-reader"] {
                 for _ in 0..hostile_each {
-                    tokio::spawn(hostile(kind, address.clone(), session.clone()));
+                    tokio::spawn(hostile(kind, url.clone()));
                 }
             }
             tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -27,7 +27,7 @@
 //!                               # bound to loopback); "*": any. Others get 403.
 //! allowed_origins = ["https://app.example.com"]   # browser origins besides loopback; "*": any
 //! keep_alive_secs = 15          # comment on idle SSE streams
-//! event_retention_bytes = 1048576   # events each session keeps for Last-Event-ID replay
+//! event_retention_bytes = 262144    # events each session keeps for Last-Event-ID replay
 //! max_streams = 32              # open SSE streams per session
 //! max_batch_size = 64           # messages in one JSON-RPC batch
 //! max_connections = 1024        # more wait in the listen backlog
@@ -226,7 +226,7 @@ impl Default for HttpSection {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             keep_alive_secs: 15,
-            event_retention_bytes: 1024 * 1024,
+            event_retention_bytes: 256 * 1024,
             max_streams: 32,
             max_batch_size: crate::proxy::DEFAULT_MAX_BATCH_SIZE,
             max_connections: 1024,

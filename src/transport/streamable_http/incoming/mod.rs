@@ -82,7 +82,7 @@ struct Front {
 }
 
 /// Connections waiting to be accepted; more get 503 (the acceptor is overwhelmed).
-const ACCEPT_QUEUE: usize = 64;
+const ACCEPT_QUEUE: usize = 1024;
 
 /// Frames of one session waiting for the pipeline before a POST waits.
 const INBOUND_DEPTH: usize = 64;
