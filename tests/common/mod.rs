@@ -35,8 +35,10 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn membrane() -> &'static str {
-    env!("CARGO_BIN_EXE_membrane")
+/// The membrane binary under test: this build's, or `MEMBRANE_BIN` (to measure another build
+/// beside it).
+pub fn membrane() -> String {
+    std::env::var("MEMBRANE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_membrane").to_owned())
 }
 
 /// The rmcp SDK server built from `tests/peers/rmcp_server.rs` (a cargo example).
