@@ -135,7 +135,13 @@ async fn scripted_client(program: &Path, script_args: &[&OsStr]) -> Value {
         tokio::process::Command::new(program)
             .args(script_args)
             .arg("--")
-            .args([common::membrane().as_str(), "forward", "--config", &config, "--"])
+            .args([
+                common::membrane().as_str(),
+                "forward",
+                "--config",
+                &config,
+                "--",
+            ])
             .arg(rmcp_server()),
         common::WAIT,
     )

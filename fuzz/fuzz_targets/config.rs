@@ -16,7 +16,12 @@ fuzz_target!(|text: &str| {
     let _ = config.session_config();
     let _ = config.drain_timeout();
     for plugin in &config.plugins {
-        let _ = (plugin.name(), plugin.limits(), plugin.grants(), plugin.config_json());
+        let _ = (
+            plugin.name(),
+            plugin.limits(),
+            plugin.grants(),
+            plugin.config_json(),
+        );
     }
     if let Some(auth) = &config.auth {
         let rules = ScopeRules::new(&auth.required_scopes, &auth.scopes);

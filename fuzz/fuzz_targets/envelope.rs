@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(message.method(), value["method"].as_str());
             if let Some(id) = message.id() {
                 let parsed: serde_json::Value = serde_json::from_str(id).expect("an id is JSON");
-                assert_eq!(id_key(id), id_key(&parsed.to_string()), "one key however written");
+                assert_eq!(
+                    id_key(id),
+                    id_key(&parsed.to_string()),
+                    "one key however written"
+                );
             }
             let _ = named_target(&message);
             let _ = mirrored_headers(&message);

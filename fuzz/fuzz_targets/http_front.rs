@@ -21,7 +21,7 @@ use membrane::proxy::Pipeline;
 use membrane::session::{SessionConfig, SessionManager};
 use membrane::transport::streamable_http::{FrontOptions, HostPolicy, StreamableHttpIncoming};
 use membrane::transport::{
-    Closed, Connection, ConnectionCloser, Frame, IncomingTransport, OutgoingTransport, Outbox,
+    Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Outbox, OutgoingTransport,
     TransportError, TransportType,
 };
 use tower::ServiceExt;
@@ -66,8 +66,20 @@ impl Payload {
     }
 }
 
-const VERSIONS: [Option<&str>; 6] = [None, Some("2025-03-26"), Some("2025-06-18"), Some("2025-11-25"), Some("2026-07-28"), Some("1999-01-01")];
-const ACCEPTS: [&str; 4] = ["application/json, text/event-stream", "application/json", "text/event-stream", "*/*"];
+const VERSIONS: [Option<&str>; 6] = [
+    None,
+    Some("2025-03-26"),
+    Some("2025-06-18"),
+    Some("2025-11-25"),
+    Some("2026-07-28"),
+    Some("1999-01-01"),
+];
+const ACCEPTS: [&str; 4] = [
+    "application/json, text/event-stream",
+    "application/json",
+    "text/event-stream",
+    "*/*",
+];
 const METHODS: [&str; 4] = ["POST", "GET", "DELETE", "PUT"];
 
 /// An upstream that answers every request at once.
@@ -88,8 +100,14 @@ impl OutgoingTransport for Echo {
                     continue;
                 }
                 let id = message.id().unwrap_or("null");
-                let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"protocolVersion":"2025-06-18"}}}}"#);
-                if frames.send(Frame::Message(Message::new(answer))).await.is_err() {
+                let answer = format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{"protocolVersion":"2025-06-18"}}}}"#
+                );
+                if frames
+                    .send(Frame::Message(Message::new(answer)))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -97,7 +115,12 @@ impl OutgoingTransport for Echo {
         let inbound = futures::stream::unfold(inbound, |mut inbound| async move {
             inbound.recv().await.map(|frame| (frame, inbound))
         });
-        Ok(Connection::new(TransportType::Stdio, Box::pin(inbound), outbox, Box::new(Done)))
+        Ok(Connection::new(
+            TransportType::Stdio,
+            Box::pin(inbound),
+            outbox,
+            Box::new(Done),
+        ))
     }
 }
 
@@ -106,7 +129,10 @@ struct Done;
 #[async_trait::async_trait]
 impl ConnectionCloser for Done {
     async fn close(self: Box<Self>, _grace: Duration) -> Closed {
-        Closed { exit_code: None, description: "done".into() }
+        Closed {
+            exit_code: None,
+            description: "done".into(),
+        }
     }
 }
 
@@ -153,17 +179,44 @@ async fn drive(exchanges: Vec<Exchange>) {
         let mut request = Request::builder()
             .method(METHODS[usize::from(exchange.method) % METHODS.len()])
             .uri("/mcp")
-            .header("host", if exchange.foreign_host { "evil.example" } else { "127.0.0.1:8080" })
-            .header("accept", ACCEPTS[usize::from(exchange.accept) % ACCEPTS.len()])
-            .header("content-type", if exchange.json { "application/json" } else { "text/plain" });
+            .header(
+                "host",
+                if exchange.foreign_host {
+                    "evil.example"
+                } else {
+                    "127.0.0.1:8080"
+                },
+            )
+            .header(
+                "accept",
+                ACCEPTS[usize::from(exchange.accept) % ACCEPTS.len()],
+            )
+            .header(
+                "content-type",
+                if exchange.json {
+                    "application/json"
+                } else {
+                    "text/plain"
+                },
+            );
         if let Some(version) = VERSIONS[usize::from(exchange.version) % VERSIONS.len()] {
             request = request.header("mcp-protocol-version", version);
         }
         if let Some(foreign) = exchange.origin {
-            request = request.header("origin", if foreign { "https://evil.example" } else { "http://localhost:3000" });
+            request = request.header(
+                "origin",
+                if foreign {
+                    "https://evil.example"
+                } else {
+                    "http://localhost:3000"
+                },
+            );
         }
         if let Some(pick) = exchange.session {
-            let id = minted.get(usize::from(pick) % minted.len().max(1)).cloned().unwrap_or_else(|| format!("unknown{pick}"));
+            let id = minted
+                .get(usize::from(pick) % minted.len().max(1))
+                .cloned()
+                .unwrap_or_else(|| format!("unknown{pick}"));
             request = request.header("mcp-session-id", id);
         }
         if let Some(last) = &exchange.last_event_id
@@ -174,10 +227,17 @@ async fn drive(exchanges: Vec<Exchange>) {
         let Ok(request) = request.body(Body::from(exchange.body.bytes())) else {
             continue;
         };
-        let response = app.clone().oneshot(request).await.expect("the app never fails");
+        let response = app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the app never fails");
         let status = response.status();
         assert!(
-            matches!(status.as_u16(), 200 | 202 | 400 | 403 | 404 | 405 | 406 | 408 | 409 | 413 | 415 | 429 | 502 | 503),
+            matches!(
+                status.as_u16(),
+                200 | 202 | 400 | 403 | 404 | 405 | 406 | 408 | 409 | 413 | 415 | 429 | 502 | 503
+            ),
             "unexpected status {status}"
         );
         if let Some(id) = response.headers().get("mcp-session-id") {
