@@ -87,11 +87,6 @@ impl ServerTls {
         Ok(())
     }
 
-    /// The files to watch for changes.
-    pub fn files(&self) -> [&Path; 2] {
-        [&self.cert, &self.key]
-    }
-
     /// A rustls server configuration that serves whatever certificate is current (HTTP/1.1).
     pub fn config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())

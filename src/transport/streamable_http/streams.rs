@@ -332,12 +332,14 @@ impl SessionStreams {
     }
 
     /// Requests still waiting for their answer.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.state().requests.len()
     }
 
     /// Bytes of events kept for replay.
-    pub fn kept_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn kept_bytes(&self) -> usize {
         self.state().kept_bytes
     }
 

@@ -142,11 +142,6 @@ impl StreamableHttpIncoming {
         ))
         .with_state(front)
     }
-
-    /// Sessions whose client side is live.
-    pub fn sessions(&self) -> usize {
-        self.front.clients().len()
-    }
 }
 
 #[async_trait]
