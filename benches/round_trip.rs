@@ -7,6 +7,9 @@
 //! order), so machine noise falls on all of them alike; sequential runs on a 2-core machine
 //! moved the ratio by ±25 %. Prints median, p90 and p99 per variant, and median ratios.
 //!
+//! With `MEMBRANE_BASELINE_BIN` set to another build of membrane, that build joins the rotation
+//! (no plugins, and with tool-guard), so two builds are compared in one run.
+//!
 //! Run: `cargo build --release --examples && cargo bench --bench round_trip`.
 
 #[path = "../tests/common/mod.rs"]
@@ -29,30 +32,45 @@ fn main() {
         common::plugin("tool-guard").display().to_string()
     );
     let config = common::write_config(dir.path(), &guard);
-    let membrane = |args: &[&str]| {
-        let mut command = vec![common::membrane().to_owned(), "forward".to_owned()];
+    let membrane = |binary: &str, args: &[&str]| {
+        let mut command = vec![binary.to_owned(), "forward".to_owned()];
         command.extend(args.iter().map(|a| a.to_string()));
         command.extend(["--".to_owned(), server.clone()]);
         command
     };
-    let mut peers = [
+    let guarded = ["--config", config.to_str().unwrap()];
+    let this = common::membrane();
+    let mut peers = vec![
         Peer::spawn(
             "server alone (baseline)",
             std::slice::from_ref(&server),
             Stdio::null(),
         ),
-        Peer::spawn("membrane, no plugins", &membrane(&[]), Stdio::null()),
+        Peer::spawn("membrane, no plugins", &membrane(&this, &[]), Stdio::null()),
         Peer::spawn(
             "membrane + tool-guard",
-            &membrane(&["--config", config.to_str().unwrap()]),
+            &membrane(&this, &guarded),
             Stdio::null(),
         ),
     ];
+    if let Ok(other) = std::env::var("MEMBRANE_BASELINE_BIN") {
+        peers.push(Peer::spawn(
+            "baseline build, no plugins",
+            &membrane(&other, &[]),
+            Stdio::null(),
+        ));
+        peers.push(Peer::spawn(
+            "baseline build + tool-guard",
+            &membrane(&other, &guarded),
+            Stdio::null(),
+        ));
+    }
     let request = echo_request();
 
     for round in 0..WARM_UP_ROUNDS + ROUNDS {
         for turn in 0..peers.len() {
-            let peer = &mut peers[(round + turn) % 3];
+            let count = peers.len();
+            let peer = &mut peers[(round + turn) % count];
             let elapsed = peer.exchange(&request);
             assert!(peer.line.contains("mmmm"), "{}: {}", peer.name, peer.line);
             if round >= WARM_UP_ROUNDS {

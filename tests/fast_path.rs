@@ -1,6 +1,8 @@
 //! The native fast path: a message that no plugin wants is cut from the read buffer without a
-//! copy, parsed once (envelope only), and the chain's decision allocates nothing, even with real Wasm plugins loaded. Counted with an
-//! allocator that tallies this thread's allocations.
+//! copy, parsed once (envelope only), and the chain's decision allocates nothing, even with
+//! real Wasm plugins loaded; nor does the whole pipeline, session bookkeeping included, for a
+//! notification or an answer nobody wants. Counted with an allocator that tallies this thread's
+//! allocations.
 
 mod common;
 
@@ -8,10 +10,13 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use membrane::interceptor::{FailurePolicy, InterceptorChain};
+use membrane::interceptor::{FailurePolicy, InterceptorChain, PauseController, PauseTimeoutPolicy};
 use membrane::protocol::{Direction, Message, MessageKind};
-use membrane::transport::{DEFAULT_MAX_MESSAGE_SIZE, Frame, NewlineCodec};
+use membrane::proxy::{Lane, Pipeline, SessionContext};
+use membrane::session::{SessionConfig, SessionManager};
+use membrane::transport::{DEFAULT_MAX_MESSAGE_SIZE, Frame, NewlineCodec, Outbox, TransportType};
 use membrane::wasm::{EngineOptions, PluginEngine, PluginLimits};
 use tokio_util::codec::Decoder;
 
@@ -77,4 +82,83 @@ async fn a_message_no_plugin_wants_costs_no_allocation() {
         chain.wants(Direction::ClientToServer, kind, wanted.method()),
         "the guard wants tools/call"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_whole_pipeline_passes_what_nobody_wants_without_allocating() {
+    let engine = PluginEngine::new(EngineOptions::default()).unwrap();
+    let config = serde_json::json!({"deny": ["delete_*"]});
+    let guard = common::load_plugin(&engine, "tool-guard", config, PluginLimits::default())
+        .await
+        .unwrap();
+    let chain = InterceptorChain::new().with(Arc::new(guard), FailurePolicy::Block);
+    let pipeline = Arc::new(Pipeline::new(
+        Arc::new(SessionManager::with_config(SessionConfig::default())),
+        Arc::new(ArcSwap::from_pointee(chain)),
+        Arc::new(PauseController::new(PauseTimeoutPolicy::Block)),
+        DEFAULT_MAX_MESSAGE_SIZE,
+    ));
+    let session = pipeline
+        .sessions
+        .create(TransportType::Stdio, TransportType::Stdio, None)
+        .await
+        .unwrap();
+    let live = pipeline.sessions.live(&session.id).unwrap();
+    let context = Arc::new(SessionContext::new(&session, live, Default::default()));
+    let (to_server, mut server) = Outbox::channel();
+    let (to_client, mut client) = Outbox::channel();
+    let upward = Lane {
+        direction: Direction::ClientToServer,
+        forward: to_server.clone(),
+        reply: to_client.clone(),
+    };
+    let downward = Lane {
+        direction: Direction::ServerToClient,
+        forward: to_client,
+        reply: to_server,
+    };
+    let note = Message::new(format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"t","progress":1,"message":"{}"}}}}"#,
+        "p".repeat(1000)
+    ));
+    let request =
+        |id: u32| Message::new(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+    let answer = |id: u32| Message::new(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#));
+    // Warm up: the channels' first blocks, the pending map's table.
+    for id in 0..4 {
+        pipeline
+            .process(&context, &upward, Frame::Message(note.clone()))
+            .await;
+        pipeline
+            .process(&context, &upward, Frame::Message(request(id)))
+            .await;
+        pipeline
+            .process(&context, &downward, Frame::Message(answer(id)))
+            .await;
+    }
+    pipeline
+        .process(&context, &upward, Frame::Message(request(9)))
+        .await;
+    let (note, reply) = (note.clone(), answer(9));
+
+    let before = allocations();
+    pipeline
+        .process(&context, &upward, Frame::Message(note))
+        .await;
+    pipeline
+        .process(&context, &downward, Frame::Message(reply))
+        .await;
+    let after = allocations();
+
+    assert_eq!(after - before, 0, "the pipeline allocated");
+    let mut forwarded = 0;
+    while server.try_recv().is_ok() {
+        forwarded += 1;
+    }
+    assert_eq!(forwarded, 10, "every message to the server went on");
+    let mut answers = 0;
+    while client.try_recv().is_ok() {
+        answers += 1;
+    }
+    assert_eq!(answers, 5, "every answer reached the client");
 }

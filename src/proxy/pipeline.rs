@@ -23,7 +23,9 @@ use crate::interceptor::{
 use crate::protocol::{
     CANCELLED, Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response,
 };
-use crate::session::{Session, SessionError, SessionId, SessionManager, SessionStatus};
+use crate::session::{
+    LiveSession, Session, SessionError, SessionId, SessionManager, SessionStatus,
+};
 use crate::transport::{Frame, Outbox, TransportType};
 
 /// The shared machinery every session's messages pass through.
@@ -74,6 +76,8 @@ enum Tracked {
 /// What the pipeline keeps at hand for one session, to avoid a store read per message.
 pub struct SessionContext {
     pub id: SessionId,
+    /// What changes with every message: requests awaiting answers, last activity.
+    live: Arc<LiveSession>,
     principal: Option<Arc<Principal>>,
     client_transport: TransportType,
     upstream_transport: TransportType,
@@ -88,9 +92,14 @@ pub struct SessionContext {
 }
 
 impl SessionContext {
-    pub fn new(session: &Session, upstream_session_id: Arc<OnceLock<String>>) -> Self {
+    pub fn new(
+        session: &Session,
+        live: Arc<LiveSession>,
+        upstream_session_id: Arc<OnceLock<String>>,
+    ) -> Self {
         Self {
             id: session.id.clone(),
+            live,
             principal: session.principal.clone(),
             client_transport: session.client_transport,
             upstream_transport: session.upstream_transport,
@@ -217,9 +226,11 @@ impl Pipeline {
                 }
                 InterceptAction::Block { reason } => {
                     let by = outcome.stopped_by.as_deref().unwrap_or("membrane");
-                    return self.block(lane, &ctx, by, &reason).await;
+                    return self.block(session, lane, &ctx, by, &reason).await;
                 }
-                InterceptAction::Mock { response } => return self.mock(lane, &ctx, response).await,
+                InterceptAction::Mock { response } => {
+                    return self.mock(session, lane, &ctx, response).await;
+                }
                 InterceptAction::Pause { timeout } => match self.pauses.hold(&ctx, timeout).await {
                     Resolution::Resume => None,
                     Resolution::Modify(message) => {
@@ -246,10 +257,18 @@ impl Pipeline {
 
     /// A blocked request is answered with an error; a blocked answer is replaced by one (so the
     /// requester is not left waiting); a blocked notification is dropped.
-    async fn block(&self, lane: &Lane, ctx: &InterceptContext, by: &str, reason: &str) {
+    async fn block(
+        &self,
+        session: &SessionContext,
+        lane: &Lane,
+        ctx: &InterceptContext,
+        by: &str,
+        reason: &str,
+    ) {
         let message = &ctx.message;
         tracing::info!(session = %ctx.session_id.redacted(), interceptor = by, method = ctx.method(), id = message.id(), "blocked: {reason}");
         self.answer_instead(
+            session,
             lane,
             ctx,
             error_response(message.id(), ErrorCode::Blocked, reason),
@@ -258,33 +277,38 @@ impl Pipeline {
     }
 
     /// A mocked request is answered by the mock; a mocked answer is replaced by it.
-    async fn mock(&self, lane: &Lane, ctx: &InterceptContext, response: Message) {
+    async fn mock(
+        &self,
+        session: &SessionContext,
+        lane: &Lane,
+        ctx: &InterceptContext,
+        response: Message,
+    ) {
         tracing::debug!(session = %ctx.session_id, method = ctx.method(), "mocked");
-        self.answer_instead(lane, ctx, response).await;
+        self.answer_instead(session, lane, ctx, response).await;
     }
 
     /// Delivers `answer` in place of the message: to the sender of a request (which the other
     /// side never sees), or onwards in place of an answer. A notification has no one to answer.
-    async fn answer_instead(&self, lane: &Lane, ctx: &InterceptContext, answer: Message) {
+    async fn answer_instead(
+        &self,
+        session: &SessionContext,
+        lane: &Lane,
+        ctx: &InterceptContext,
+        answer: Message,
+    ) {
         match ctx.message.kind() {
             Some(MessageKind::Request) => {
-                self.forget_request(ctx).await;
+                if let Some(id) = ctx.message.id() {
+                    // It will never reach the other side: nothing awaits its answer.
+                    session.live.resolve_request(ctx.direction, id);
+                }
                 lane.reply.send(answer).await;
             }
             Some(MessageKind::Response | MessageKind::Error) => {
                 lane.forward.send(answer).await;
             }
             _ => tracing::debug!(method = ctx.method(), "notification dropped"),
-        }
-    }
-
-    /// Removes a request that will never reach the other side from the pending ones.
-    async fn forget_request(&self, ctx: &InterceptContext) {
-        if let Some(id) = ctx.message.id() {
-            let _ = self
-                .sessions
-                .resolve_request(&ctx.session_id, ctx.direction, id)
-                .await;
         }
     }
 
@@ -299,10 +323,10 @@ impl Pipeline {
     ) -> Tracked {
         if kind == MessageKind::Notification {
             if message.method() == Some(CANCELLED) {
-                self.forget_cancelled(session, direction, message).await;
+                self.forget_cancelled(session, direction, message);
             }
             // Requests and answers touch the session as they are tracked; this does for the rest.
-            let _ = self.sessions.update(&session.id, |_| {}).await;
+            session.live.touch();
             return Tracked::Go(None);
         }
         let Some(id) = message.id() else {
@@ -313,16 +337,8 @@ impl Pipeline {
         match kind {
             MessageKind::Request => {
                 let method = message.method().unwrap_or_default();
-                let recorded = self
-                    .sessions
-                    .record_request(&session.id, direction, id, method)
-                    .await;
-                match recorded {
-                    Ok(()) => {}
-                    Err(e @ SessionError::PendingLimit(_)) => return Tracked::Refused(e),
-                    Err(e) => {
-                        tracing::warn!(session = %session.id.redacted(), error = %e, "could not record request")
-                    }
+                if let Err(refused) = session.live.record_request(direction, id, method) {
+                    return Tracked::Refused(refused);
                 }
                 if method == INITIALIZE && direction == Direction::ClientToServer {
                     self.note_protocol_version(
@@ -336,13 +352,7 @@ impl Pipeline {
                 Tracked::Go(None)
             }
             MessageKind::Response | MessageKind::Error => {
-                let request = self
-                    .sessions
-                    .resolve_request(&session.id, direction.reverse(), id)
-                    .await
-                    .ok()
-                    .flatten();
-                let Some(request) = request else {
+                let Some(request) = session.live.resolve_request(direction.reverse(), id) else {
                     return Tracked::Unmatched;
                 };
                 if request.method == INITIALIZE && kind == MessageKind::Response {
@@ -369,22 +379,15 @@ impl Pipeline {
     }
 
     /// A cancelled request will get no answer: stop waiting for one.
-    async fn forget_cancelled(
-        &self,
-        session: &SessionContext,
-        direction: Direction,
-        message: &Message,
-    ) {
+    fn forget_cancelled(&self, session: &SessionContext, direction: Direction, message: &Message) {
         let Ok(value) = message.to_value() else {
             return;
         };
         let request_id = &value["params"]["requestId"];
         if request_id.is_number() || request_id.is_string() {
-            let id = request_id.to_string();
-            let _ = self
-                .sessions
-                .resolve_request(&session.id, direction, &id)
-                .await;
+            session
+                .live
+                .resolve_request(direction, &request_id.to_string());
         }
     }
 
@@ -523,12 +526,9 @@ impl Pipeline {
         );
         tracing::warn!(session = %session.id.redacted(), direction = ?lane.direction, "{reason}");
         let answered = match &id {
-            Some(id) if !request => self
-                .sessions
-                .resolve_request(&session.id, lane.direction.reverse(), id)
-                .await
-                .ok()
-                .flatten()
+            Some(id) if !request => session
+                .live
+                .resolve_request(lane.direction.reverse(), id)
                 .is_some(),
             _ => false,
         };
@@ -626,7 +626,11 @@ mod tests {
         let (client, client_in) = Outbox::channel();
         Harness {
             recorder,
-            session: Arc::new(SessionContext::new(&session, Default::default())),
+            session: Arc::new(SessionContext::new(
+                &session,
+                pipeline.sessions.live(&session.id).unwrap(),
+                Default::default(),
+            )),
             to_server: Lane {
                 direction: Direction::ClientToServer,
                 forward: server.clone(),
@@ -689,10 +693,10 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"x"}}"#,
         )
         .await;
-        assert_eq!(h.stored().await.pending_requests.len(), 1);
+        assert_eq!(h.session.live.pending_count(), 1);
         h.server_sends(r#"{"jsonrpc":"2.0","id":"c1","result":{"content":[]}}"#)
             .await;
-        assert!(h.stored().await.pending_requests.is_empty());
+        assert!((h.session.live.pending_count() == 0));
 
         let seen = h.recorder.seen.lock().unwrap().clone();
         let version = Some(Arc::from("2025-03-26"));
@@ -719,12 +723,12 @@ mod tests {
         let h = harness().await;
         h.client_sends(r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#)
             .await;
-        assert_eq!(h.stored().await.pending_requests.len(), 1);
+        assert_eq!(h.session.live.pending_count(), 1);
         h.client_sends(
             r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9}}"#,
         )
         .await;
-        assert!(h.stored().await.pending_requests.is_empty());
+        assert!((h.session.live.pending_count() == 0));
     }
 
     #[tokio::test]
@@ -738,7 +742,7 @@ mod tests {
         assert_eq!(answer["id"], 5);
         assert_eq!(answer["error"]["code"], ErrorCode::Blocked.code());
         assert!(h.server_in.try_recv().is_err(), "the server never sees it");
-        assert!(h.stored().await.pending_requests.is_empty());
+        assert!((h.session.live.pending_count() == 0));
     }
 
     #[tokio::test]

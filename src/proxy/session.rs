@@ -110,12 +110,14 @@ impl Pipeline {
         client: Connection,
         upstream: Connection,
     ) -> Result<SessionEnd, SessionError> {
-        let closed = self
+        let live = self
             .sessions
-            .closed_signal(&session.id)
+            .live(&session.id)
             .expect("a session just created is live");
+        let closed = live.closed().clone();
         let context = Arc::new(SessionContext::new(
             &session,
+            live.clone(),
             upstream.peer_session_id.clone(),
         ));
         tracing::info!(session = %session.id.redacted(), "session started");
@@ -174,11 +176,7 @@ impl Pipeline {
         context.held.close();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, context.held.wait()).await;
 
-        let unanswered = self
-            .sessions
-            .drain_pending(&session.id, Direction::ClientToServer)
-            .await
-            .unwrap_or_default();
+        let unanswered = live.drain_pending(Direction::ClientToServer);
         let reason = match ending {
             Ending::SessionClosed => "the session was closed before the server answered".into(),
             _ => format!(

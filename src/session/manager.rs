@@ -1,22 +1,20 @@
 //! [`SessionManager`]: the one way the proxy creates, reads, changes and ends sessions. It
-//! enforces the session limit and the idle timeout, correlates requests with their answers, and
-//! hands each session a cancellation signal. Ending is two steps: [`SessionManager::close`]
-//! (from anywhere: shutdown, idle timeout) only fires the signal; whoever serves the session
-//! winds it down, answers what is pending, then calls [`SessionManager::remove`].
+//! enforces the session limit and the idle timeout, and hands each session it serves a
+//! [`LiveSession`] (its hot state: requests awaiting answers, last activity, close signal).
+//! Ending is two steps: [`SessionManager::close`] (from anywhere: shutdown, idle timeout) only
+//! fires the signal; whoever serves the session winds it down, answers what is pending, then
+//! calls [`SessionManager::remove`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio_util::sync::CancellationToken;
-
 use super::{
-    MemoryStore, PendingRequest, PluginData, Session, SessionId, SessionStatus, SessionStore,
+    LiveSession, MemoryStore, PluginData, Session, SessionId, SessionStatus, SessionStore,
     StoreError,
 };
 use crate::auth::Principal;
-use crate::protocol::{Direction, id_key};
 use crate::transport::TransportType;
 
 #[derive(Debug, Clone)]
@@ -64,8 +62,8 @@ pub struct SessionStats {
 pub struct SessionManager {
     store: Arc<dyn SessionStore>,
     config: SessionConfig,
-    /// Close signals of live sessions; its size is the authority for the session limit.
-    live: Mutex<HashMap<SessionId, CancellationToken>>,
+    /// The sessions served here; its size is the authority for the session limit.
+    live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
     created: AtomicU64,
     closed: AtomicU64,
     idle_closed: AtomicU64,
@@ -100,15 +98,17 @@ impl SessionManager {
         let mut session = Session::new(SessionId::generate(), client, upstream);
         session.principal = principal;
         {
-            let mut live = self.live();
+            let mut live = self.live_sessions();
             if live.len() >= self.config.max_sessions {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
                 return Err(SessionError::Limit(self.config.max_sessions));
             }
-            live.insert(session.id.clone(), CancellationToken::new());
+            let hot = LiveSession::new(self.config.max_pending_requests);
+            hot.touch();
+            live.insert(session.id.clone(), Arc::new(hot));
         }
         if let Err(e) = self.store.insert(session.clone()).await {
-            self.live().remove(&session.id);
+            self.live_sessions().remove(&session.id);
             return Err(e.into());
         }
         self.created.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +120,7 @@ impl SessionManager {
         Ok(self.store.get(id).await?)
     }
 
-    /// Applies `change` to the session and marks it as active now.
+    /// Applies `change` to the stored session (a lifecycle point) and stamps it.
     pub async fn update(
         &self,
         id: &SessionId,
@@ -136,21 +136,21 @@ impl SessionManager {
             .await?)
     }
 
-    /// A signal that fires when the session is asked to close; `None` for an unknown session.
-    pub fn closed_signal(&self, id: &SessionId) -> Option<CancellationToken> {
-        self.live().get(id).cloned()
+    /// The hot state of a session served here; `None` for an unknown one.
+    pub fn live(&self, id: &SessionId) -> Option<Arc<LiveSession>> {
+        self.live_sessions().get(id).cloned()
     }
 
     /// Asks a live session to close: marks it closing and fires its signal. `false` when there
     /// is no such session or it was already asked.
     pub async fn close(&self, id: &SessionId) -> Result<bool, SessionError> {
-        let Some(token) = self.closed_signal(id) else {
+        let Some(live) = self.live(id) else {
             return Ok(false);
         };
-        if token.is_cancelled() {
+        if live.closed().is_cancelled() {
             return Ok(false);
         }
-        token.cancel();
+        live.closed().cancel();
         self.update(id, |s| s.status = SessionStatus::Closing)
             .await?;
         Ok(true)
@@ -158,10 +158,10 @@ impl SessionManager {
 
     /// Forgets a session once it is wound down; returns its last state.
     pub async fn remove(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
-        let Some(token) = self.live().remove(id) else {
+        let Some(live) = self.live_sessions().remove(id) else {
             return Ok(None);
         };
-        token.cancel();
+        live.closed().cancel();
         self.closed.fetch_add(1, Ordering::Relaxed);
         let mut session = self.store.remove(id).await?;
         if let Some(session) = &mut session {
@@ -173,7 +173,7 @@ impl SessionManager {
 
     /// Asks every live session to close (on shutdown).
     pub async fn close_all(&self) {
-        let ids: Vec<SessionId> = self.live().keys().cloned().collect();
+        let ids: Vec<SessionId> = self.live_sessions().keys().cloned().collect();
         for id in ids {
             if let Err(e) = self.close(&id).await {
                 tracing::warn!(session = %id.redacted(), error = %e, "closing session failed");
@@ -202,88 +202,23 @@ impl SessionManager {
         result.ok_or(SessionError::Unknown)
     }
 
-    /// Remembers a request so its answer can be matched to it (by [`id_key`]); refuses one
-    /// past the limit of requests awaiting an answer.
-    pub async fn record_request(
-        &self,
-        id: &SessionId,
-        direction: Direction,
-        request_id: &str,
-        method: &str,
-    ) -> Result<(), SessionError> {
-        let request = PendingRequest {
-            id: request_id.to_owned(),
-            method: method.to_owned(),
-            sent_at: SystemTime::now(),
-        };
-        let max = self.config.max_pending_requests;
-        let mut entry = Some((id_key(request_id).into_owned(), request));
-        let mut full = false;
-        self.update(id, |session| {
-            if let Some((key, request)) = entry.take() {
-                let pending = session.pending_requests.travelling_mut(direction);
-                if pending.len() >= max && !pending.contains_key(&key) {
-                    full = true;
-                } else {
-                    pending.insert(key, request);
-                }
-            }
-        })
-        .await?;
-        if full {
-            return Err(SessionError::PendingLimit(max));
-        }
-        Ok(())
-    }
-
-    /// Takes the pending request that travelled `direction` with this id (in any spelling of
-    /// it), if any.
-    pub async fn resolve_request(
-        &self,
-        id: &SessionId,
-        direction: Direction,
-        request_id: &str,
-    ) -> Result<Option<PendingRequest>, SessionError> {
-        let key = id_key(request_id);
-        let mut found = None;
-        self.update(id, |session| {
-            found = session
-                .pending_requests
-                .travelling_mut(direction)
-                .remove(key.as_ref())
-        })
-        .await?;
-        Ok(found)
-    }
-
-    /// Takes every request that travelled `direction` and is still unanswered.
-    pub async fn drain_pending(
-        &self,
-        id: &SessionId,
-        direction: Direction,
-    ) -> Result<Vec<PendingRequest>, SessionError> {
-        let mut drained = Vec::new();
-        self.update(id, |session| {
-            let pending = session.pending_requests.travelling_mut(direction);
-            drained.extend(pending.drain().map(|(_, request)| request));
-        })
-        .await?;
-        Ok(drained)
-    }
-
     /// Closes every session without traffic for longer than the idle timeout; returns their ids.
     pub async fn close_idle(&self) -> Result<Vec<SessionId>, SessionError> {
         let Some(timeout) = self.config.idle_timeout else {
             return Ok(Vec::new());
         };
-        let now = SystemTime::now();
+        let idle: Vec<(SessionId, Duration)> = self
+            .live_sessions()
+            .iter()
+            .map(|(id, live)| (id.clone(), live.idle()))
+            .filter(|(_, idle)| *idle >= timeout)
+            .collect();
         let mut closed = Vec::new();
-        for session in self.store.list().await? {
-            let idle = now.duration_since(session.updated_at).unwrap_or_default();
-            if idle >= timeout && self.close(&session.id).await? {
-                tracing::info!(session = %session.id.redacted(), idle_secs = idle.as_secs(), "closed idle session");
+        for (id, idle) in idle {
+            if self.close(&id).await? {
+                tracing::info!(session = %id.redacted(), idle_secs = idle.as_secs(), "closed idle session");
                 self.idle_closed.fetch_add(1, Ordering::Relaxed);
-                closed.push(session.id);
+                closed.push(id);
             }
         }
         Ok(closed)
@@ -309,7 +244,7 @@ impl SessionManager {
 
     pub fn stats(&self) -> SessionStats {
         SessionStats {
-            active: self.live().len(),
+            active: self.live_sessions().len(),
             created: self.created.load(Ordering::Relaxed),
             closed: self.closed.load(Ordering::Relaxed),
             idle_closed: self.idle_closed.load(Ordering::Relaxed),
@@ -317,7 +252,7 @@ impl SessionManager {
         }
     }
 
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, CancellationToken>> {
+    fn live_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<LiveSession>>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -332,7 +267,7 @@ mod tests {
     async fn create_update_close_and_stats() {
         let manager = SessionManager::with_config(SessionConfig::default());
         let session = manager.create(STDIO, STDIO, None).await.unwrap();
-        let signal = manager.closed_signal(&session.id).unwrap();
+        let signal = manager.live(&session.id).unwrap().closed().clone();
         assert!(
             manager
                 .update(&session.id, |s| s.protocol_version =
@@ -384,45 +319,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn correlates_requests_by_direction_and_id() {
-        let manager = SessionManager::with_config(SessionConfig::default());
-        let id = manager.create(STDIO, STDIO, None).await.unwrap().id;
-        let c2s = Direction::ClientToServer;
-        manager
-            .record_request(&id, c2s, "1", "tools/call")
-            .await
-            .unwrap();
-        manager
-            .record_request(
-                &id,
-                Direction::ServerToClient,
-                "1",
-                "sampling/createMessage",
-            )
-            .await
-            .unwrap();
-        let answered = manager
-            .resolve_request(&id, c2s, "1")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(answered.method, "tools/call");
-        assert!(
-            manager
-                .resolve_request(&id, c2s, "1")
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let left = manager
-            .drain_pending(&id, Direction::ServerToClient)
-            .await
-            .unwrap();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].method, "sampling/createMessage");
-    }
-
-    #[tokio::test]
     async fn sessions_without_traffic_are_closed() {
         let manager = Arc::new(SessionManager::with_config(SessionConfig {
             idle_timeout: Some(Duration::from_millis(40)),
@@ -430,14 +326,15 @@ mod tests {
         }));
         let idle = manager.create(STDIO, STDIO, None).await.unwrap().id;
         let busy = manager.create(STDIO, STDIO, None).await.unwrap().id;
-        let (idle_signal, busy_signal) = (
-            manager.closed_signal(&idle).unwrap(),
-            manager.closed_signal(&busy).unwrap(),
+        let (idle_signal, busy) = (
+            manager.live(&idle).unwrap().closed().clone(),
+            manager.live(&busy).unwrap(),
         );
+        let busy_signal = busy.closed().clone();
         let _reaper = manager.spawn_idle_reaper().unwrap();
         // Traffic on one session (any message touches it) keeps it open.
         while !idle_signal.is_cancelled() {
-            manager.update(&busy, |_| {}).await.unwrap();
+            busy.touch();
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(

@@ -1,9 +1,12 @@
-//! Sessions, the spine of the proxy: [`Session`] holds everything membrane knows about one
-//! client's conversation (transports on each side, upstream session id, principal, protocol
-//! version, requests awaiting an answer, plugins' state); [`SessionManager`] creates, finds, updates and ends them over a
-//! [`SessionStore`] (in memory now; the async trait leaves room for SQLite or Redis). Sessions
-//! know nothing of transports: closing one only signals whoever serves it.
+//! Sessions, the spine of the proxy: [`Session`] is the record of one client's conversation
+//! (transports on each side, upstream session id, principal, protocol version, plugins'
+//! state), kept in a [`SessionStore`] (in memory now; the async trait leaves room for SQLite
+//! or Redis) and written at lifecycle points only; [`LiveSession`] is what changes with every
+//! message (requests awaiting an answer, the last activity, the close signal), in the memory of
+//! the process that serves it. [`SessionManager`] creates, finds, updates and ends both.
+//! Sessions know nothing of transports: closing one only signals whoever serves it.
 
+mod live;
 mod manager;
 mod plugin_data;
 mod store;
@@ -13,12 +16,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use live::{LiveSession, PendingRequest};
 pub use manager::{SessionConfig, SessionError, SessionManager, SessionStats};
 pub use plugin_data::{PLUGIN_DATA_LIMIT, PluginData, PluginDataError};
 pub use store::{MemoryStore, SessionStore, StoreError};
 
 use crate::auth::Principal;
-use crate::protocol::Direction;
 use crate::transport::TransportType;
 
 /// A session id minted by membrane: random, visible ASCII, cheap to clone.
@@ -74,48 +77,6 @@ pub enum SessionStatus {
     Closed,
 }
 
-/// A request that went one way and awaits its answer from the other side.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingRequest {
-    /// The JSON-RPC id as JSON text, as the requester wrote it.
-    pub id: String,
-    pub method: String,
-    pub sent_at: SystemTime,
-}
-
-/// Requests awaiting answers, by the way they travelled, each keyed by the
-/// [`id_key`](crate::protocol::id_key) of its id.
-#[derive(Debug, Clone, Default)]
-pub struct PendingRequests {
-    client_to_server: HashMap<String, PendingRequest>,
-    server_to_client: HashMap<String, PendingRequest>,
-}
-
-impl PendingRequests {
-    /// The requests that travelled `direction`.
-    pub fn travelling(&self, direction: Direction) -> &HashMap<String, PendingRequest> {
-        match direction {
-            Direction::ClientToServer => &self.client_to_server,
-            Direction::ServerToClient => &self.server_to_client,
-        }
-    }
-
-    pub fn travelling_mut(&mut self, direction: Direction) -> &mut HashMap<String, PendingRequest> {
-        match direction {
-            Direction::ClientToServer => &mut self.client_to_server,
-            Direction::ServerToClient => &mut self.server_to_client,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.client_to_server.is_empty() && self.server_to_client.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.client_to_server.len() + self.server_to_client.len()
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Session {
     pub id: SessionId,
@@ -130,7 +91,6 @@ pub struct Session {
     pub protocol_version: Option<String>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
-    pub pending_requests: PendingRequests,
     /// What each plugin keeps in this session, by plugin name.
     pub plugin_data: HashMap<String, PluginData>,
 }
@@ -148,7 +108,6 @@ impl Session {
             protocol_version: None,
             created_at: now,
             updated_at: now,
-            pending_requests: PendingRequests::default(),
             plugin_data: HashMap::new(),
         }
     }

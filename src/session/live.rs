@@ -1,0 +1,178 @@
+//! [`LiveSession`]: what changes with every message of a session that this process serves,
+//! kept in its memory rather than in the [`SessionStore`](super::SessionStore): the requests
+//! awaiting an answer (in each direction, bounded), the time of the last message, and the
+//! signal that asks the session to close. The pipeline holds it for the session's life, so a
+//! message touches no global lock and no store; the store is written at lifecycle points only
+//! (created, initialized, plugin state changed, closing, removed).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::SessionError;
+use crate::protocol::{Direction, id_key};
+
+/// A request that went one way and awaits its answer from the other side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// The JSON-RPC id as JSON text, as the requester wrote it.
+    pub id: String,
+    pub method: String,
+    pub sent_at: SystemTime,
+}
+
+/// Requests awaiting answers, by the way they travelled, each keyed by the
+/// [`id_key`] of its id.
+#[derive(Debug, Default)]
+struct PendingRequests {
+    client_to_server: HashMap<String, PendingRequest>,
+    server_to_client: HashMap<String, PendingRequest>,
+}
+
+impl PendingRequests {
+    fn travelling(&mut self, direction: Direction) -> &mut HashMap<String, PendingRequest> {
+        match direction {
+            Direction::ClientToServer => &mut self.client_to_server,
+            Direction::ServerToClient => &mut self.server_to_client,
+        }
+    }
+}
+
+/// The hot state of one session served here.
+#[derive(Debug)]
+pub struct LiveSession {
+    closed: CancellationToken,
+    pending: Mutex<PendingRequests>,
+    max_pending: usize,
+    /// When the session was created, and milliseconds after that of its last message.
+    began: Instant,
+    last_active: AtomicU64,
+}
+
+impl LiveSession {
+    pub(super) fn new(max_pending: usize) -> Self {
+        Self {
+            closed: CancellationToken::new(),
+            pending: Mutex::default(),
+            max_pending,
+            began: Instant::now(),
+            last_active: AtomicU64::new(0),
+        }
+    }
+
+    /// Fires when the session is asked to close.
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    /// The session saw a message now.
+    pub fn touch(&self) {
+        let now = self.began.elapsed().as_millis() as u64;
+        self.last_active.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since the session's last message.
+    pub fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_active.load(Ordering::Relaxed));
+        self.began.elapsed().saturating_sub(last)
+    }
+
+    /// Remembers a request so its answer can be matched to it (by [`id_key`]), and marks the
+    /// session active; refuses one past the bound of requests awaiting an answer.
+    pub fn record_request(
+        &self,
+        direction: Direction,
+        request_id: &str,
+        method: &str,
+    ) -> Result<(), SessionError> {
+        self.touch();
+        let key = id_key(request_id);
+        let mut pending = self.pending();
+        let pending = pending.travelling(direction);
+        if pending.len() >= self.max_pending && !pending.contains_key(key.as_ref()) {
+            return Err(SessionError::PendingLimit(self.max_pending));
+        }
+        let request = PendingRequest {
+            id: request_id.to_owned(),
+            method: method.to_owned(),
+            sent_at: SystemTime::now(),
+        };
+        pending.insert(key.into_owned(), request);
+        Ok(())
+    }
+
+    /// Takes the pending request that travelled `direction` with this id (in any spelling of
+    /// it), if any, and marks the session active.
+    pub fn resolve_request(
+        &self,
+        direction: Direction,
+        request_id: &str,
+    ) -> Option<PendingRequest> {
+        self.touch();
+        let key = id_key(request_id);
+        self.pending().travelling(direction).remove(key.as_ref())
+    }
+
+    /// Takes every request that travelled `direction` and is still unanswered.
+    pub fn drain_pending(&self, direction: Direction) -> Vec<PendingRequest> {
+        let mut pending = self.pending();
+        pending
+            .travelling(direction)
+            .drain()
+            .map(|(_, request)| request)
+            .collect()
+    }
+
+    /// Requests awaiting an answer, both ways.
+    pub fn pending_count(&self) -> usize {
+        let pending = self.pending();
+        pending.client_to_server.len() + pending.server_to_client.len()
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingRequests> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlates_requests_by_direction_and_id() {
+        let live = LiveSession::new(8);
+        let c2s = Direction::ClientToServer;
+        live.record_request(c2s, "1", "tools/call").unwrap();
+        live.record_request(Direction::ServerToClient, "1", "sampling/createMessage")
+            .unwrap();
+        assert_eq!(
+            live.resolve_request(c2s, "1.0").unwrap().method,
+            "tools/call"
+        );
+        assert!(live.resolve_request(c2s, "1").is_none());
+        let left = live.drain_pending(Direction::ServerToClient);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].method, "sampling/createMessage");
+        assert_eq!(live.pending_count(), 0);
+    }
+
+    #[test]
+    fn requests_past_the_bound_are_refused() {
+        let live = LiveSession::new(2);
+        let c2s = Direction::ClientToServer;
+        live.record_request(c2s, "1", "ping").unwrap();
+        live.record_request(c2s, "2", "ping").unwrap();
+        assert!(matches!(
+            live.record_request(c2s, "3", "ping"),
+            Err(SessionError::PendingLimit(2))
+        ));
+        live.record_request(Direction::ServerToClient, "3", "ping")
+            .expect("each direction has its own bound");
+        live.resolve_request(c2s, "1");
+        live.record_request(c2s, "3", "ping")
+            .expect("an answer makes room");
+    }
+}
