@@ -18,7 +18,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::http::{Http, membrane_reverse, rmcp_http_server};
+use common::http::{Http, membrane_reverse, raw_post_head, rmcp_http_server};
 use common::{memory_kib, setting};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,9 +63,8 @@ async fn hostile(kind: &'static str, url: String) {
             continue;
         };
         let head = |extra: &str, length: usize| {
-            format!(
-                "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2025-06-18\r\n{extra}Content-Length: {length}\r\n\r\n"
-            )
+            let version = format!("Mcp-Protocol-Version: 2025-06-18\r\n{extra}");
+            raw_post_head(&address, &version, length)
         };
         let _ = match kind {
             "slowloris" => {

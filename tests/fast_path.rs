@@ -43,14 +43,19 @@ fn allocations() -> usize {
     ALLOCATIONS.with(Cell::get)
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_message_no_plugin_wants_costs_no_allocation() {
+/// A chain with the real tool-guard plugin, which wants `tools/call` requests only.
+async fn guard_chain() -> InterceptorChain {
     let engine = PluginEngine::new(EngineOptions::default()).unwrap();
     let config = serde_json::json!({"deny": ["delete_*"]});
     let guard = common::load_plugin(&engine, "tool-guard", config, PluginLimits::default())
         .await
         .unwrap();
-    let chain = InterceptorChain::new().with(Arc::new(guard), FailurePolicy::Block);
+    InterceptorChain::new().with(Arc::new(guard), FailurePolicy::Block)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_message_no_plugin_wants_costs_no_allocation() {
+    let chain = guard_chain().await;
     let line = format!(
         "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progressToken\":\"t\",\"progress\":1,\"message\":\"{}\"}}}}\n",
         "p".repeat(1000)
@@ -86,12 +91,7 @@ async fn a_message_no_plugin_wants_costs_no_allocation() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_whole_pipeline_passes_what_nobody_wants_without_allocating() {
-    let engine = PluginEngine::new(EngineOptions::default()).unwrap();
-    let config = serde_json::json!({"deny": ["delete_*"]});
-    let guard = common::load_plugin(&engine, "tool-guard", config, PluginLimits::default())
-        .await
-        .unwrap();
-    let chain = InterceptorChain::new().with(Arc::new(guard), FailurePolicy::Block);
+    let chain = guard_chain().await;
     let pipeline = Arc::new(Pipeline::new(
         Arc::new(SessionManager::with_config(SessionConfig::default())),
         Arc::new(ArcSwap::from_pointee(chain)),

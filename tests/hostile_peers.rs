@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::http::{Background, Http, membrane_reverse, membrane_reverse_with};
+use common::http::{Background, Http, membrane_reverse, membrane_reverse_with, raw_post_head};
 use common::{WAIT, memory_kib, rmcp_server, tool_text, write_config};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,9 +79,7 @@ async fn slow_and_half_sent_requests_do_not_starve_others() {
     let mut half = Vec::new();
     for _ in 0..40 {
         let mut stream = TcpStream::connect(&target).await.unwrap();
-        let head = format!(
-            "POST /mcp HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 1000000\r\n\r\n"
-        );
+        let head = raw_post_head(&target, "", 1_000_000);
         stream.write_all(head.as_bytes()).await.unwrap();
         stream.write_all(&vec![b' '; 256 * 1024]).await.unwrap();
         half.push(stream);
@@ -117,12 +115,11 @@ async fn a_client_that_stops_reading_loses_its_stream_not_the_session() {
         .connect(address(&url).parse().unwrap())
         .await
         .unwrap();
-    let request = format!(
-        "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: {}\r\nMcp-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\n\r\n{body}",
-        address(&url),
-        client.session.as_deref().unwrap(),
-        body.len()
+    let session = format!(
+        "Mcp-Session-Id: {}\r\nMcp-Protocol-Version: 2025-06-18\r\n",
+        client.session.as_deref().unwrap()
     );
+    let request = raw_post_head(&address(&url), &session, body.len()) + &body;
     stalled.write_all(request.as_bytes()).await.unwrap();
     membrane
         .log
@@ -441,7 +438,8 @@ async fn sigterm_ends_within_the_drain_time_whatever_clients_do() {
     let target = address(&url);
     // A body that never ends, a slow call in progress, and a stream nobody reads.
     let mut half = TcpStream::connect(&target).await.unwrap();
-    half.write_all(format!("POST /mcp HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 100000\r\n\r\n{{").as_bytes()).await.unwrap();
+    let head = raw_post_head(&target, "", 100_000) + "{";
+    half.write_all(head.as_bytes()).await.unwrap();
     let mut client = Http::new(&url);
     client.initialize().await;
     let slow = {

@@ -137,6 +137,14 @@ pub async fn configured_reverse(
     (dir, membrane, url)
 }
 
+/// The head of a raw MCP POST to `address` (`host:port`) announcing a body of `length` bytes,
+/// with `extra` header lines (each ending in CRLF): for tests that misbehave on the wire.
+pub fn raw_post_head(address: &str, extra: &str, length: usize) -> String {
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n{extra}Content-Length: {length}\r\n\r\n"
+    )
+}
+
 /// A raw MCP-over-HTTP client for one endpoint.
 pub struct Http {
     pub url: String,

@@ -232,6 +232,7 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // Layered only when `[auth]` is on.
     let Some(auth) = &front.auth else {
         return next.run(request).await;
     };

@@ -106,25 +106,25 @@ impl StreamableHttpIncoming {
     /// guards `/mcp` only.
     pub fn router(&self) -> Router {
         let front = self.front.clone();
-        let mcp = Router::new()
-            .route(
-                "/mcp",
-                post(handlers::post)
-                    .get(handlers::get)
-                    .delete(handlers::delete),
-            )
-            .route_layer(axum::middleware::from_fn_with_state(
-                front.clone(),
-                checks::authenticate,
-            ));
-        let metadata = Router::new()
-            .route(checks::METADATA_PATH, get(handlers::metadata))
-            .route(
-                &format!("{}/mcp", checks::METADATA_PATH),
-                get(handlers::metadata),
-            );
+        let mcp = Router::new().route(
+            "/mcp",
+            post(handlers::post)
+                .get(handlers::get)
+                .delete(handlers::delete),
+        );
+        // Without [auth] no request pays for the authentication layer, and there is no
+        // resource metadata to publish (the layer covers `/mcp` only, not the metadata).
         let app = match &front.auth {
-            Some(_) => mcp.merge(metadata),
+            Some(_) => mcp
+                .route_layer(axum::middleware::from_fn_with_state(
+                    front.clone(),
+                    checks::authenticate,
+                ))
+                .route(checks::METADATA_PATH, get(handlers::metadata))
+                .route(
+                    &format!("{}/mcp", checks::METADATA_PATH),
+                    get(handlers::metadata),
+                ),
             None => mcp,
         };
         app.layer(
