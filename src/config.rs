@@ -51,16 +51,24 @@
 //! key = "server.key"
 //!
 //! [auth]                        # clients need a bearer token (see crate::auth)
-//! bearer_tokens_file = "tokens"
-//! resource = "https://mcp.example.com/mcp"
-//! required_scopes = ["mcp"]
+//! bearer_tokens_file = "tokens" # TOKEN [SUBJECT [SCOPE...]] per line
+//! resource = "https://mcp.example.com/mcp"   # default: derived from each request's Host
+//! authorization_servers = ["https://auth.example.com"]   # published; default: the JWT issuer
+//! scopes_supported = ["mcp", "mcp:admin"]   # published in the resource metadata
+//! required_scopes = ["mcp"]     # every request
 //! claims = ["groups"]           # handed to plugins with the principal
-//! [[auth.scopes]]
+//! [[auth.scopes]]               # more, for some methods (globs) and tools (globs)
+//! methods = ["tools/call"]
 //! tools = ["delete_*"]
 //! scopes = ["mcp:admin"]
 //! [auth.jwt]
 //! issuer = "https://auth.example.com"
+//! audience = "https://mcp.example.com/mcp"   # default: resource
 //! jwks_url = "https://auth.example.com/.well-known/jwks.json"   # or jwks_file
+//! algorithms = ["RS256", "ES256", "EdDSA"]   # the default
+//! jwks_cache_secs = 300         # a fetched key set is used this long
+//! jwks_min_refresh_secs = 10    # least time between reads for tokens naming an unknown key
+//! leeway_secs = 30              # clock skew allowed on exp and nbf
 //!
 //! [[plugins]]
 //! name = "tool-guard"
