@@ -15,8 +15,12 @@
 //! cache_dir = "/var/cache/membrane"   # default: ~/.cache/membrane/components
 //!
 //! [session]
+//! store = "memory"              # or "sqlite:/var/lib/membrane/sessions.db" (survives a
+//!                               # restart), "redis://127.0.0.1:6379/0" (shared by replicas)
+//! store_timeout_ms = 2000       # the longest a call to the store may take
 //! max_sessions = 1024
-//! idle_timeout_secs = 1800      # default: none over stdio, 30 minutes for HTTP clients
+//! idle_timeout_secs = 1800      # default: none over stdio, 30 minutes for HTTP clients;
+//!                               # durable stores keep idle sessions this long (24 h if none)
 //! max_pending_requests = 256    # requests awaiting an answer, per session and direction
 //!
 //! [pause]
@@ -95,7 +99,7 @@ use serde::Deserialize;
 
 use crate::auth::AuthConfig;
 use crate::interceptor::{FailurePolicy, PauseTimeoutPolicy};
-use crate::session::SessionConfig;
+use crate::session::{SessionConfig, StoreSpec};
 use crate::transport::streamable_http::{FrontOptions, HostPolicy, UpstreamOptions};
 use crate::transport::tls::ClientTlsOptions;
 use crate::transport::{DEFAULT_MAX_MESSAGE_SIZE, ServerLimits};
@@ -266,6 +270,11 @@ pub struct TlsSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionSection {
+    /// Where sessions are kept: memory, a SQLite file, or Redis.
+    #[serde(default)]
+    pub store: StoreSpec,
+    /// Milliseconds a call to the store may take.
+    pub store_timeout_ms: Option<u64>,
     pub max_sessions: Option<usize>,
     /// Seconds without traffic after which a session is closed; unset keeps sessions forever.
     pub idle_timeout_secs: Option<u64>,
@@ -318,6 +327,9 @@ impl Config {
         }
         let relative = |path: &mut PathBuf| *path = base.join(&*path);
         config.plugin_dir.as_mut().map(relative);
+        if let StoreSpec::Sqlite(path) = &mut config.session.store {
+            relative(path);
+        }
         config.wasm.cache_dir.as_mut().map(relative);
         let http = &mut config.http;
         for path in [
@@ -374,6 +386,7 @@ impl Config {
             body_timeout: Duration::from_secs(http.body_timeout_secs.max(1)),
             body_budget: http.body_budget_bytes,
             send_timeout: Duration::from_secs(http.send_timeout_secs.max(1)),
+            revive: self.session.store != StoreSpec::Memory,
         }
     }
 
@@ -427,6 +440,12 @@ impl Config {
                 .max_pending_requests
                 .unwrap_or(defaults.max_pending_requests)
                 .max(1),
+            store_timeout: self
+                .session
+                .store_timeout_ms
+                .map_or(defaults.store_timeout, |ms| {
+                    Duration::from_millis(ms.max(1))
+                }),
         }
     }
 }

@@ -277,15 +277,17 @@ async fn session_state_is_private_to_each_session_and_ends_with_it() {
         "b has its own budget"
     );
 
-    let stored = sessions.get(&a).await.unwrap().unwrap();
-    let data = &stored.plugin_data["limit"];
     assert_eq!(
-        data.get("calls"),
+        sessions
+            .kv_get(&a, "limit", "calls")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("2"),
         "kept with the session, refused calls count"
     );
 
-    sessions.remove(&a).await.unwrap();
+    sessions.remove(&a, false).await.unwrap();
     let InterceptAction::Block { reason } = run(&chain, &mut call(&a, "echo")).await else {
         panic!("a plugin that cannot count fails closed");
     };

@@ -13,7 +13,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::interceptor::{FailurePolicy, InterceptorChain, PauseController};
 use crate::proxy::Pipeline;
-use crate::session::SessionManager;
+use crate::session::{EventStore, SessionManager, StoreError, Stores};
 use crate::transport::tls::{ServerTls, TlsError, http_client};
 use crate::wasm::{PluginEnv, PluginRegistry, PluginSpec, RegistryError, ReloadReport};
 
@@ -27,6 +27,8 @@ pub enum AppError {
     Tls(#[from] TlsError),
     #[error("[auth]: {0}")]
     Auth(String),
+    #[error("[session] store: {0}")]
+    Store(#[from] StoreError),
 }
 
 pub struct App {
@@ -37,6 +39,8 @@ pub struct App {
     pub auth: Option<Arc<Authenticator>>,
     /// The HTTP listener's certificate, when `[tls]` is configured.
     pub tls: Option<Arc<ServerTls>>,
+    /// Where SSE events are kept beyond this process, with a durable session store.
+    pub events: Option<Arc<dyn EventStore>>,
     source: ConfigSource,
 }
 
@@ -47,8 +51,14 @@ impl App {
     /// Reads the configuration, loads every plugin and assembles the pipeline.
     pub async fn start(source: ConfigSource) -> Result<Self, AppError> {
         let config = source.load()?;
-        let sessions = Arc::new(SessionManager::with_config(config.session_config()));
-        sessions.spawn_idle_reaper();
+        let session_config = config.session_config();
+        let stores = Stores::open(
+            &config.session.store,
+            session_config.expiry(),
+            session_config.store_timeout,
+        )?;
+        let sessions = Arc::new(SessionManager::new(stores.sessions, session_config));
+        sessions.spawn_maintenance();
         let chain = Arc::new(ArcSwap::from_pointee(InterceptorChain::new()));
         let env = PluginEnv {
             cache: config.wasm.cache(),
@@ -89,6 +99,7 @@ impl App {
             plugins,
             auth,
             tls,
+            events: stores.events,
             source,
         })
     }

@@ -24,7 +24,7 @@ pub use scopes::{ScopeRule, ScopeRules};
 pub use tokens::{STATIC_ISSUER, StaticTokens};
 
 /// The authenticated caller of a session.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Principal {
     pub subject: String,
     /// Who vouched for it: the JWT issuer, or [`STATIC_ISSUER`].

@@ -22,7 +22,7 @@ pub async fn run(
     let signals = tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
-        sessions.close_all().await;
+        sessions.close_all();
     });
     let end = pipeline.open_session(client, upstream).await;
     signals.abort();

@@ -48,7 +48,7 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + drain;
     // Connections still waiting to be accepted are refused as they are dropped.
     drop(incoming);
-    pipeline.sessions.close_all().await;
+    pipeline.sessions.close_all();
     sessions.close();
     if tokio::time::timeout_at(deadline, sessions.wait())
         .await

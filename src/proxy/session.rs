@@ -50,22 +50,37 @@ enum Ending {
 
 impl Pipeline {
     /// Opens a session for `client` with a connection to `upstream` of its own (for a stateless
-    /// exchange, one made for it), tells the client side whether it was admitted, and serves
-    /// the session to its end.
+    /// exchange, one made for it; for a session revived from the store, the upstream session it
+    /// had), tells the client side whether it was admitted, and serves the session to its end.
     pub async fn open_session(
         self: &Arc<Self>,
         mut client: Connection,
         upstream: &dyn OutgoingTransport,
     ) -> Result<SessionEnd, ProxyError> {
         let opening = &mut client.opening;
-        let created = self
-            .sessions
-            .create(
-                client.transport_type,
-                upstream.transport_type(),
-                opening.principal.clone(),
-            )
-            .await;
+        let principal = opening.principal.clone();
+        let (created, revived) = match opening.resume.clone() {
+            Some(id) => {
+                let revived = self
+                    .sessions
+                    .revive(&id, principal.as_ref(), upstream.transport_type())
+                    .await;
+                match revived {
+                    Ok(Some(session)) => (Ok(session), true),
+                    Ok(None) => {
+                        opening.answer(Admission::Unknown);
+                        return Err(SessionError::Unknown.into());
+                    }
+                    Err(e) => (Err(e), true),
+                }
+            }
+            None => (
+                self.sessions
+                    .create(client.transport_type, upstream.transport_type(), principal)
+                    .await,
+                false,
+            ),
+        };
         let mut session = match created {
             Ok(session) => session,
             Err(e) => {
@@ -73,17 +88,24 @@ impl Pipeline {
                 return Err(e.into());
             }
         };
-        let connected = match &opening.stateless {
-            Some((version, forwarded)) => {
+        let connected = match (&opening.stateless, revived) {
+            (Some((version, forwarded)), _) => {
                 session.protocol_version = Some(version.clone());
                 upstream.connect_stateless(version, forwarded).await
             }
-            None => upstream.connect().await,
+            (None, true) => {
+                let version = session.protocol_version.as_deref().unwrap_or_default();
+                upstream
+                    .resume(session.upstream_session_id.as_deref(), version)
+                    .await
+            }
+            (None, false) => upstream.connect().await,
         };
         let upstream = match connected {
             Ok(upstream) => upstream,
             Err(e) => {
-                let _ = self.sessions.remove(&session.id).await;
+                // A revived session stays in the store: the upstream may be back later.
+                let _ = self.sessions.remove(&session.id, revived).await;
                 let reason = format!("could not reach the upstream server: {e}");
                 tracing::warn!("{reason}");
                 opening.answer(Admission::Unreachable(reason));
@@ -153,6 +175,10 @@ impl Pipeline {
         };
         // From here on, held messages are blocked rather than delivered.
         context.ending.cancel();
+        // Closed for a restart, a session that can be revived stays in the store and upstream.
+        let keep = live.kept()
+            && matches!(ending, Ending::SessionClosed)
+            && upstream.transport_type == TransportType::StreamableHttp;
         let upstream_closed = match ending {
             Ending::ClientLeft => {
                 // Closing the server's stdin asks it to exit; relay its last words meanwhile.
@@ -166,7 +192,11 @@ impl Pipeline {
             }
             Ending::SessionClosed => {
                 finish(from_client, client_stop, Duration::ZERO).await;
-                let closed = upstream.closer.close(SHUTDOWN_GRACE).await;
+                let closed = if keep {
+                    upstream.closer.detach(SHUTDOWN_GRACE).await
+                } else {
+                    upstream.closer.close(SHUTDOWN_GRACE).await
+                };
                 finish(from_upstream, upstream_stop, SHUTDOWN_GRACE).await;
                 closed
             }
@@ -189,7 +219,7 @@ impl Pipeline {
             client.outbox.send(error).await;
         }
         client.closer.close(SHUTDOWN_GRACE).await;
-        self.sessions.remove(&session.id).await?;
+        self.sessions.remove(&session.id, keep).await?;
         tracing::info!(session = %session.id.redacted(), upstream = %upstream_closed.description, "session ended");
         Ok(SessionEnd {
             upstream: upstream_closed,

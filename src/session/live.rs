@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,9 @@ impl PendingRequests {
 #[derive(Debug)]
 pub struct LiveSession {
     closed: CancellationToken,
+    /// Closed to be revived later (membrane is stopping and the store outlives it): the
+    /// session stays in the store and its upstream session is left open.
+    kept: AtomicBool,
     pending: Mutex<PendingRequests>,
     max_pending: usize,
     /// When the session was created, and milliseconds after that of its last message.
@@ -56,6 +59,7 @@ impl LiveSession {
     pub(super) fn new(max_pending: usize) -> Self {
         Self {
             closed: CancellationToken::new(),
+            kept: AtomicBool::new(false),
             pending: Mutex::default(),
             max_pending,
             began: Instant::now(),
@@ -66,6 +70,16 @@ impl LiveSession {
     /// Fires when the session is asked to close.
     pub fn closed(&self) -> &CancellationToken {
         &self.closed
+    }
+
+    /// Marks the session to be kept for a later revival when it closes.
+    pub fn keep(&self) {
+        self.kept.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the session is to be kept when it closes.
+    pub fn kept(&self) -> bool {
+        self.kept.load(Ordering::Relaxed)
     }
 
     /// The session saw a message now.

@@ -1,9 +1,12 @@
-//! [`SessionManager`]: the one way the proxy creates, reads, changes and ends sessions. It
-//! enforces the session limit and the idle timeout, and hands each session it serves a
-//! [`LiveSession`] (its hot state: requests awaiting answers, last activity, close signal).
-//! Ending is two steps: [`SessionManager::close`] (from anywhere: shutdown, idle timeout) only
-//! fires the signal; whoever serves the session winds it down, answers what is pending, then
-//! calls [`SessionManager::remove`].
+//! [`SessionManager`]: the one way the proxy creates, reads, changes, revives and ends
+//! sessions. It enforces the session limit and the idle timeout, hands each session it serves
+//! a [`LiveSession`] (its hot state: requests awaiting answers, last activity, close signal),
+//! and bounds every call to the store in time, so a store that is down or slow refuses new
+//! sessions (with [`SessionError::Store`]) while the sessions it serves go on. Ending is two
+//! steps: [`SessionManager::close`] (from anywhere: shutdown, idle timeout, a removal by
+//! another replica) only fires the signal; whoever serves the session winds it down, answers
+//! what is pending, then calls [`SessionManager::remove`]. A durable store's records are kept
+//! fresh while their sessions see traffic, and swept when they expire.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    LiveSession, MemoryStore, PluginData, Session, SessionId, SessionStatus, SessionStore,
-    StoreError,
+    KvError, LiveSession, MemoryStore, Session, SessionId, SessionStatus, SessionStore, StoreError,
 };
 use crate::auth::Principal;
 use crate::transport::TransportType;
@@ -24,6 +26,8 @@ pub struct SessionConfig {
     pub idle_timeout: Option<Duration>,
     /// Requests awaiting an answer, per session and direction; more are refused.
     pub max_pending_requests: usize,
+    /// The longest any call to the store may take.
+    pub store_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -32,7 +36,18 @@ impl Default for SessionConfig {
             max_sessions: 1024,
             idle_timeout: None,
             max_pending_requests: 256,
+            store_timeout: Duration::from_secs(2),
         }
+    }
+}
+
+/// How long a durable store keeps a session without traffic when no idle timeout is set.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl SessionConfig {
+    /// How long a durable store keeps a session without traffic.
+    pub fn expiry(&self) -> Duration {
+        self.idle_timeout.unwrap_or(DEFAULT_EXPIRY)
     }
 }
 
@@ -54,6 +69,7 @@ pub enum SessionError {
 pub struct SessionStats {
     pub active: usize,
     pub created: u64,
+    pub revived: u64,
     pub closed: u64,
     pub idle_closed: u64,
     pub rejected: u64,
@@ -65,6 +81,7 @@ pub struct SessionManager {
     /// The sessions served here; its size is the authority for the session limit.
     live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
     created: AtomicU64,
+    revived: AtomicU64,
     closed: AtomicU64,
     idle_closed: AtomicU64,
     rejected: AtomicU64,
@@ -77,6 +94,7 @@ impl SessionManager {
             config,
             live: Mutex::default(),
             created: AtomicU64::new(0),
+            revived: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             idle_closed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -88,7 +106,13 @@ impl SessionManager {
         Self::new(Arc::new(MemoryStore::default()), config)
     }
 
-    /// Creates a session for `principal`, or refuses when the limit is reached.
+    /// Whether sessions outlive this process (and can be revived).
+    pub fn durable(&self) -> bool {
+        self.store.durable()
+    }
+
+    /// Creates a session for `principal`, or refuses when the limit is reached or the store
+    /// does not take it.
     pub async fn create(
         &self,
         client: TransportType,
@@ -97,17 +121,8 @@ impl SessionManager {
     ) -> Result<Session, SessionError> {
         let mut session = Session::new(SessionId::generate(), client, upstream);
         session.principal = principal;
-        {
-            let mut live = self.live_sessions();
-            if live.len() >= self.config.max_sessions {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(SessionError::Limit(self.config.max_sessions));
-            }
-            let hot = LiveSession::new(self.config.max_pending_requests);
-            hot.touch();
-            live.insert(session.id.clone(), Arc::new(hot));
-        }
-        if let Err(e) = self.store.insert(session.clone()).await {
+        self.go_live(&session.id)?;
+        if let Err(e) = self.bounded(self.store.insert(&session)).await {
             self.live_sessions().remove(&session.id);
             return Err(e.into());
         }
@@ -116,24 +131,61 @@ impl SessionManager {
         Ok(session)
     }
 
-    pub async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
-        Ok(self.store.get(id).await?)
+    /// Serves here a session the store keeps but this process does not (it was created before
+    /// a restart, or by another replica): `None` when the store has no such session for
+    /// `principal`, or when it cannot be revived (only a session with a Streamable HTTP
+    /// upstream can: its upstream session goes on without this process, a child process does
+    /// not).
+    pub async fn revive(
+        &self,
+        id: &SessionId,
+        principal: Option<&Arc<Principal>>,
+        upstream: TransportType,
+    ) -> Result<Option<Session>, SessionError> {
+        if !self.store.durable() {
+            return Ok(None);
+        }
+        let Some(session) = self.bounded(self.store.get(id)).await? else {
+            return Ok(None);
+        };
+        let owner = match (&session.principal, principal) {
+            (None, None) => true,
+            (Some(owner), Some(caller)) => owner.same_as(caller),
+            _ => false,
+        };
+        let revivable = upstream == TransportType::StreamableHttp
+            && session.upstream_transport == upstream
+            && session.status == SessionStatus::Active;
+        if !owner || !revivable {
+            return Ok(None);
+        }
+        if self.live(id).is_some() {
+            // Being wound down here: gone as far as the caller is concerned.
+            return Ok(None);
+        }
+        self.go_live(id)?;
+        self.revived.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(session = %id, "session revived from the store");
+        Ok(Some(session))
     }
 
-    /// Applies `change` to the stored session (a lifecycle point) and stamps it.
+    pub async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+        Ok(self.bounded(self.store.get(id)).await?)
+    }
+
+    /// Applies `change` to the stored session (a lifecycle point) and stamps it; `false` when
+    /// the store has no such session.
     pub async fn update(
         &self,
         id: &SessionId,
-        mut change: impl FnMut(&mut Session) + Send,
+        change: impl FnOnce(&mut Session) + Send,
     ) -> Result<bool, SessionError> {
-        let now = SystemTime::now();
-        Ok(self
-            .store
-            .update(id, &mut |session| {
-                change(session);
-                session.updated_at = now;
-            })
-            .await?)
+        let Some(mut session) = self.get(id).await? else {
+            return Ok(false);
+        };
+        change(&mut session);
+        session.updated_at = SystemTime::now();
+        Ok(self.bounded(self.store.put(&session)).await?)
     }
 
     /// The hot state of a session served here; `None` for an unknown one.
@@ -141,71 +193,86 @@ impl SessionManager {
         self.live_sessions().get(id).cloned()
     }
 
-    /// Asks a live session to close: marks it closing and fires its signal. `false` when there
-    /// is no such session or it was already asked.
-    pub async fn close(&self, id: &SessionId) -> Result<bool, SessionError> {
+    /// Asks a live session to close: fires its signal. `false` when there is no such session
+    /// here or it was already asked.
+    pub fn close(&self, id: &SessionId) -> bool {
         let Some(live) = self.live(id) else {
-            return Ok(false);
+            return false;
         };
         if live.closed().is_cancelled() {
-            return Ok(false);
+            return false;
         }
         live.closed().cancel();
-        self.update(id, |s| s.status = SessionStatus::Closing)
-            .await?;
-        Ok(true)
+        true
     }
 
-    /// Forgets a session once it is wound down; returns its last state.
-    pub async fn remove(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+    /// Ends a session wound down here: it is no longer live, and unless `keep` it is removed
+    /// from the store too (a session kept there can be revived, by this process after a
+    /// restart or by another replica).
+    pub async fn remove(&self, id: &SessionId, keep: bool) -> Result<(), SessionError> {
         let Some(live) = self.live_sessions().remove(id) else {
-            return Ok(None);
+            return Ok(());
         };
         live.closed().cancel();
         self.closed.fetch_add(1, Ordering::Relaxed);
-        let mut session = self.store.remove(id).await?;
-        if let Some(session) = &mut session {
-            session.status = SessionStatus::Closed;
+        if !keep {
+            self.bounded(self.store.remove(id)).await?;
         }
-        tracing::debug!(session = %id, "session removed");
-        Ok(session)
+        tracing::debug!(session = %id, kept = keep, "session removed");
+        Ok(())
     }
 
-    /// Asks every live session to close (on shutdown).
-    pub async fn close_all(&self) {
-        let ids: Vec<SessionId> = self.live_sessions().keys().cloned().collect();
-        for id in ids {
-            if let Err(e) = self.close(&id).await {
-                tracing::warn!(session = %id.redacted(), error = %e, "closing session failed");
+    /// Asks every live session to close (on shutdown). With a durable store they are kept
+    /// there, to be revived when membrane is back.
+    pub fn close_all(&self) {
+        let live: Vec<Arc<LiveSession>> = self.live_sessions().values().cloned().collect();
+        for session in live {
+            if self.store.durable() {
+                session.keep();
             }
+            session.closed().cancel();
         }
     }
 
-    /// Runs `access` on what `plugin` keeps in the session. Not counted as activity.
-    pub async fn plugin_data<T: Send>(
+    pub async fn kv_get(
         &self,
         id: &SessionId,
         plugin: &str,
-        access: impl FnOnce(&mut PluginData) -> T + Send,
-    ) -> Result<T, SessionError> {
-        let mut access = Some(access);
-        let mut result = None;
-        self.store
-            .update(id, &mut |session| {
-                let data = match session.plugin_data.get_mut(plugin) {
-                    Some(data) => data,
-                    None => session.plugin_data.entry(plugin.to_owned()).or_default(),
-                };
-                result = access.take().map(|access| access(data));
-            })
-            .await?;
-        result.ok_or(SessionError::Unknown)
+        key: &str,
+    ) -> Result<Option<String>, KvError> {
+        self.bounded_kv(self.store.kv_get(id, plugin, key)).await
+    }
+
+    pub async fn kv_set(
+        &self,
+        id: &SessionId,
+        plugin: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), KvError> {
+        self.bounded_kv(self.store.kv_set(id, plugin, key, value))
+            .await
+    }
+
+    pub async fn kv_delete(&self, id: &SessionId, plugin: &str, key: &str) -> Result<(), KvError> {
+        self.bounded_kv(self.store.kv_delete(id, plugin, key)).await
+    }
+
+    pub async fn kv_increment(
+        &self,
+        id: &SessionId,
+        plugin: &str,
+        key: &str,
+        delta: i64,
+    ) -> Result<i64, KvError> {
+        self.bounded_kv(self.store.kv_increment(id, plugin, key, delta))
+            .await
     }
 
     /// Closes every session without traffic for longer than the idle timeout; returns their ids.
-    pub async fn close_idle(&self) -> Result<Vec<SessionId>, SessionError> {
+    pub fn close_idle(&self) -> Vec<SessionId> {
         let Some(timeout) = self.config.idle_timeout else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let idle: Vec<(SessionId, Duration)> = self
             .live_sessions()
@@ -215,41 +282,130 @@ impl SessionManager {
             .collect();
         let mut closed = Vec::new();
         for (id, idle) in idle {
-            if self.close(&id).await? {
+            if self.close(&id) {
                 tracing::info!(session = %id.redacted(), idle_secs = idle.as_secs(), "closed idle session");
                 self.idle_closed.fetch_add(1, Ordering::Relaxed);
                 closed.push(id);
             }
         }
-        Ok(closed)
+        closed
     }
 
-    /// Runs [`SessionManager::close_idle`] periodically while the manager lives.
-    pub fn spawn_idle_reaper(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        let period = (self.config.idle_timeout? / 4).max(Duration::from_millis(10));
+    /// Keeps sessions in order while the manager lives: closes idle ones, renews the store's
+    /// expiry of those that saw traffic since the last round, drops expired records, and
+    /// closes the live copy of each session another replica removes.
+    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let period =
+            (self.config.expiry() / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
+        let mut removals = self.store.removals();
         let manager = Arc::downgrade(self);
-        Some(tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut ticker = tokio::time::interval(period);
             loop {
-                ticker.tick().await;
-                let Some(manager) = manager.upgrade() else {
-                    break;
+                let removed = async {
+                    match &mut removals {
+                        Some(removals) => removals.recv().await,
+                        None => std::future::pending().await,
+                    }
                 };
-                if let Err(e) = manager.close_idle().await {
-                    tracing::warn!(error = %e, "closing idle sessions failed");
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        let Some(manager) = manager.upgrade() else { break };
+                        manager.maintain(period).await;
+                    }
+                    removed = removed => {
+                        let Some(manager) = manager.upgrade() else { break };
+                        match removed {
+                            Ok(id) => {
+                                if manager.close(&id) {
+                                    tracing::info!(session = %id.redacted(), "session ended elsewhere");
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                                tracing::warn!(missed, "missed removals of sessions by other replicas");
+                            }
+                            Err(_) => removals = None,
+                        }
+                    }
                 }
             }
-        }))
+        })
+    }
+
+    async fn maintain(&self, period: Duration) {
+        self.close_idle();
+        if !self.store.durable() {
+            return;
+        }
+        let active: Vec<SessionId> = self
+            .live_sessions()
+            .iter()
+            .filter(|(_, live)| live.idle() < period * 2)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if let Err(e) = self.bounded(self.store.refresh(&active)).await {
+            tracing::warn!(error = %e, "could not renew the expiry of active sessions");
+        }
+        match self.bounded(self.store.sweep()).await {
+            Ok(0) => {}
+            Ok(gone) => tracing::debug!(gone, "expired sessions swept from the store"),
+            Err(e) => tracing::warn!(error = %e, "could not sweep expired sessions"),
+        }
     }
 
     pub fn stats(&self) -> SessionStats {
         SessionStats {
             active: self.live_sessions().len(),
             created: self.created.load(Ordering::Relaxed),
+            revived: self.revived.load(Ordering::Relaxed),
             closed: self.closed.load(Ordering::Relaxed),
             idle_closed: self.idle_closed.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
         }
+    }
+
+    /// Makes `id` live here, within the session limit.
+    fn go_live(&self, id: &SessionId) -> Result<(), SessionError> {
+        let mut live = self.live_sessions();
+        if live.len() >= self.config.max_sessions {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(SessionError::Limit(self.config.max_sessions));
+        }
+        let hot = LiveSession::new(self.config.max_pending_requests);
+        hot.touch();
+        live.insert(id.clone(), Arc::new(hot));
+        Ok(())
+    }
+
+    /// A store call, given up after the store timeout.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let timeout = self.config.store_timeout;
+        tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                )))
+            })
+    }
+
+    async fn bounded_kv<T>(
+        &self,
+        call: impl Future<Output = Result<T, KvError>>,
+    ) -> Result<T, KvError> {
+        let timeout = self.config.store_timeout;
+        tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(
+                    StoreError::Unavailable(format!("no answer within {} ms", timeout.as_millis()))
+                        .into(),
+                )
+            })
     }
 
     fn live_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<LiveSession>>> {
@@ -262,6 +418,7 @@ mod tests {
     use super::*;
 
     const STDIO: TransportType = TransportType::Stdio;
+    const HTTP: TransportType = TransportType::StreamableHttp;
 
     #[tokio::test]
     async fn create_update_close_and_stats() {
@@ -279,19 +436,16 @@ mod tests {
         assert_eq!(stored.protocol_version.as_deref(), Some("2025-06-18"));
         assert!(stored.updated_at >= stored.created_at);
 
-        assert!(manager.close(&session.id).await.unwrap());
+        assert!(manager.close(&session.id));
         assert!(signal.is_cancelled());
-        let closing = manager.get(&session.id).await.unwrap().unwrap();
-        assert_eq!(
-            closing.status,
-            SessionStatus::Closing,
+        assert!(
+            manager.get(&session.id).await.unwrap().is_some(),
             "kept until wound down"
         );
-        assert!(!manager.close(&session.id).await.unwrap(), "asked once");
-        let removed = manager.remove(&session.id).await.unwrap().unwrap();
-        assert_eq!(removed.status, SessionStatus::Closed);
+        assert!(!manager.close(&session.id), "asked once");
+        manager.remove(&session.id, false).await.unwrap();
         assert!(manager.get(&session.id).await.unwrap().is_none());
-        assert!(manager.remove(&session.id).await.unwrap().is_none());
+        assert!(manager.live(&session.id).is_none());
         let stats = manager.stats();
         assert_eq!((stats.active, stats.created, stats.closed), (0, 1, 1));
     }
@@ -308,12 +462,12 @@ mod tests {
             manager.create(STDIO, STDIO, None).await,
             Err(SessionError::Limit(2))
         ));
-        manager.close(&first.id).await.unwrap();
+        manager.close(&first.id);
         assert!(
             manager.create(STDIO, STDIO, None).await.is_err(),
             "closing is not gone"
         );
-        manager.remove(&first.id).await.unwrap();
+        manager.remove(&first.id, false).await.unwrap();
         manager.create(STDIO, STDIO, None).await.unwrap();
         assert_eq!(manager.stats().rejected, 2);
     }
@@ -331,7 +485,7 @@ mod tests {
             manager.live(&busy).unwrap(),
         );
         let busy_signal = busy.closed().clone();
-        let _reaper = manager.spawn_idle_reaper().unwrap();
+        let _maintenance = manager.spawn_maintenance();
         // Traffic on one session (any message touches it) keeps it open.
         while !idle_signal.is_cancelled() {
             busy.touch();
@@ -345,5 +499,87 @@ mod tests {
             .await
             .expect("once its traffic stops, it is closed too");
         assert_eq!(manager.stats().idle_closed, 2);
+    }
+
+    #[tokio::test]
+    async fn sessions_in_a_durable_store_are_revived_by_their_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        let open = || {
+            let store = super::super::SqliteStore::open(&path, Duration::from_secs(60)).unwrap();
+            SessionManager::new(Arc::new(store), SessionConfig::default())
+        };
+        let alice = Arc::new(crate::auth::Principal {
+            subject: "alice".into(),
+            issuer: None,
+            scopes: Default::default(),
+            claims: Default::default(),
+        });
+        let (http, stdio) = {
+            let before = open();
+            let http = before
+                .create(HTTP, HTTP, Some(alice.clone()))
+                .await
+                .unwrap()
+                .id;
+            let stdio = before
+                .create(HTTP, STDIO, Some(alice.clone()))
+                .await
+                .unwrap()
+                .id;
+            for id in [&http, &stdio] {
+                before
+                    .update(id, |s| s.status = SessionStatus::Active)
+                    .await
+                    .unwrap();
+            }
+            before
+                .kv_increment(&http, "budget", "calls", 3)
+                .await
+                .unwrap();
+            before.close_all();
+            before
+                .remove(&http, before.live(&http).unwrap().kept())
+                .await
+                .unwrap();
+            (http, stdio)
+        };
+        let after = open();
+        let mallory = Arc::new(crate::auth::Principal {
+            subject: "mallory".into(),
+            ..(*alice).clone()
+        });
+        assert!(
+            after
+                .revive(&http, Some(&mallory), HTTP)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(after.revive(&http, None, HTTP).await.unwrap().is_none());
+        assert!(
+            after
+                .revive(&stdio, Some(&alice), STDIO)
+                .await
+                .unwrap()
+                .is_none(),
+            "a child process does not outlive membrane"
+        );
+        let revived = after
+            .revive(&http, Some(&alice), HTTP)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(revived.id, http);
+        assert!(after.live(&http).is_some());
+        assert_eq!(
+            after
+                .kv_increment(&http, "budget", "calls", 1)
+                .await
+                .unwrap(),
+            4,
+            "plugin state survives"
+        );
+        assert_eq!(after.stats().revived, 1);
     }
 }

@@ -1,17 +1,16 @@
 //! Sessions, the spine of the proxy: [`Session`] is the record of one client's conversation
-//! (transports on each side, upstream session id, principal, protocol version, plugins'
-//! state), kept in a [`SessionStore`] (in memory now; the async trait leaves room for SQLite
-//! or Redis) and written at lifecycle points only; [`LiveSession`] is what changes with every
-//! message (requests awaiting an answer, the last activity, the close signal), in the memory of
-//! the process that serves it. [`SessionManager`] creates, finds, updates and ends both.
-//! Sessions know nothing of transports: closing one only signals whoever serves it.
+//! (transports on each side, upstream session id, principal, protocol version), kept with the
+//! plugins' state in a [`SessionStore`] (memory, SQLite or Redis) and written at lifecycle
+//! points only; [`LiveSession`] is what changes with every message (requests awaiting an
+//! answer, the last activity, the close signal), in the memory of the process that serves it.
+//! [`SessionManager`] creates, finds, revives, updates and ends both. Sessions know nothing of
+//! transports: closing one only signals whoever serves it.
 
 mod live;
 mod manager;
 mod plugin_data;
 mod store;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -19,13 +18,19 @@ use std::time::SystemTime;
 pub use live::{LiveSession, PendingRequest};
 pub use manager::{SessionConfig, SessionError, SessionManager, SessionStats};
 pub use plugin_data::{PLUGIN_DATA_LIMIT, PluginData, PluginDataError};
-pub use store::{MemoryStore, SessionStore, StoreError};
+pub use store::{
+    EventStore, KvError, MemoryStore, RedisStore, SessionStore, SqliteStore, StoreError, StoreSpec,
+    StoredEvent, Stores,
+};
 
 use crate::auth::Principal;
 use crate::transport::TransportType;
 
 /// A session id minted by membrane: random, visible ASCII, cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct SessionId(Arc<str>);
 
 impl SessionId {
@@ -67,7 +72,8 @@ impl fmt::Display for SessionId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// Created; the initialize handshake has not completed.
     Initializing,
@@ -77,7 +83,8 @@ pub enum SessionStatus {
     Closed,
 }
 
-#[derive(Debug, Clone)]
+/// What the store keeps of a session (as JSON in the durable stores).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     pub id: SessionId,
     pub client_transport: TransportType,
@@ -91,8 +98,6 @@ pub struct Session {
     pub protocol_version: Option<String>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
-    /// What each plugin keeps in this session, by plugin name.
-    pub plugin_data: HashMap<String, PluginData>,
 }
 
 impl Session {
@@ -108,7 +113,6 @@ impl Session {
             protocol_version: None,
             created_at: now,
             updated_at: now,
-            plugin_data: HashMap::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! [`PluginData`]: what one plugin keeps in one session (the `session-kv` capability). It lives
-//! in the [`Session`](super::Session), so it goes wherever the session store keeps sessions, and
-//! ends with the session. Its size is bounded so a plugin cannot grow a session without limit.
+//! [`PluginData`]: what one plugin keeps in one session (the `session-kv` capability), as the
+//! memory store holds it; the durable stores keep the same entries under the same rules
+//! ([`PluginData::fits`], [`PluginData::incremented`]). Its size is bounded so a plugin cannot
+//! grow a session without limit, and it ends with the session.
 
 use std::collections::HashMap;
 
@@ -25,17 +26,45 @@ pub struct PluginData {
 }
 
 impl PluginData {
+    /// Whether entries of `size` bytes in all stay within the limit when the value under a key
+    /// of `key_len` bytes (now `current`) becomes `value`; returns the new size.
+    pub fn fits(
+        size: usize,
+        current: Option<&str>,
+        key_len: usize,
+        value: &str,
+    ) -> Result<usize, PluginDataError> {
+        let old = current.map_or(0, |old| key_len + old.len());
+        let size = size.saturating_sub(old) + key_len + value.len();
+        if size > PLUGIN_DATA_LIMIT {
+            return Err(PluginDataError::Full);
+        }
+        Ok(size)
+    }
+
+    /// The integer under `key` (now `current`; absent counts as 0) plus `delta`.
+    pub fn incremented(
+        key: &str,
+        current: Option<&str>,
+        delta: i64,
+    ) -> Result<i64, PluginDataError> {
+        let current = match current {
+            None => 0,
+            Some(text) => text
+                .parse::<i64>()
+                .map_err(|_| PluginDataError::NotInteger(key.to_owned()))?,
+        };
+        current
+            .checked_add(delta)
+            .ok_or_else(|| PluginDataError::Overflow(key.to_owned()))
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries.get(key).map(String::as_str)
     }
 
     pub fn set(&mut self, key: &str, value: String) -> Result<(), PluginDataError> {
-        let old = self.entries.get(key).map_or(0, |old| key.len() + old.len());
-        let size = self.size - old + key.len() + value.len();
-        if size > PLUGIN_DATA_LIMIT {
-            return Err(PluginDataError::Full);
-        }
-        self.size = size;
+        self.size = Self::fits(self.size, self.get(key), key.len(), &value)?;
         self.entries.insert(key.to_owned(), value);
         Ok(())
     }
@@ -48,15 +77,7 @@ impl PluginData {
 
     /// Adds `delta` to the integer under `key` (absent counts as 0); returns the new value.
     pub fn increment(&mut self, key: &str, delta: i64) -> Result<i64, PluginDataError> {
-        let current = match self.get(key) {
-            None => 0,
-            Some(text) => text
-                .parse::<i64>()
-                .map_err(|_| PluginDataError::NotInteger(key.to_owned()))?,
-        };
-        let next = current
-            .checked_add(delta)
-            .ok_or_else(|| PluginDataError::Overflow(key.to_owned()))?;
+        let next = Self::incremented(key, self.get(key), delta)?;
         self.set(key, next.to_string())?;
         Ok(next)
     }
@@ -89,6 +110,10 @@ mod tests {
         assert_eq!(
             data.increment("big", 1).unwrap_err().to_string(),
             "the value under 'big' is not an integer"
+        );
+        assert_eq!(
+            PluginData::incremented("n", Some("9223372036854775807"), 1),
+            Err(PluginDataError::Overflow("n".into()))
         );
     }
 }

@@ -102,6 +102,13 @@ pub struct Closed {
 #[async_trait]
 pub trait ConnectionCloser: Send {
     async fn close(self: Box<Self>, grace: Duration) -> Closed;
+
+    /// Ends the connection but leaves the peer's session open, for a later connection to
+    /// resume (an HTTP upstream's session outlives a restart of membrane); for peers without
+    /// such sessions, the same as [`ConnectionCloser::close`].
+    async fn detach(self: Box<Self>, grace: Duration) -> Closed {
+        self.close(grace).await
+    }
 }
 
 /// One conversation with a peer.
@@ -146,6 +153,9 @@ pub struct Opening {
     /// For one stateless exchange (protocol 2026-07-28): the revision, and the client's headers
     /// an HTTP upstream must see too (`Mcp-Param-*`).
     pub stateless: Option<(String, axum::http::HeaderMap)>,
+    /// For a session the client already has (its id) but this process does not serve: to be
+    /// revived from the session store.
+    pub resume: Option<SessionId>,
     /// Where the outcome goes, for a transport that must hear it (HTTP answers the request
     /// that opened the session with it).
     pub(crate) answer: Option<oneshot::Sender<Admission>>,
@@ -161,6 +171,7 @@ impl Opening {
         let opening = Self {
             principal,
             stateless,
+            resume: None,
             answer: Some(answer),
         };
         (opening, outcome)
@@ -182,6 +193,8 @@ pub enum Admission {
     Busy(String),
     /// The upstream server could not be reached or started.
     Unreachable(String),
+    /// The session to resume is not known (any more), or cannot be revived here.
+    Unknown,
 }
 
 /// How an upstream frames its answer to each request (JSON, or an SSE stream), announced as

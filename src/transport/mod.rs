@@ -27,7 +27,8 @@ pub use streamable_http::{StreamableHttpIncoming, StreamableHttpOutgoing};
 pub use subprocess::SubprocessOutgoing;
 
 /// The transport of one side of a session (MCP defines exactly these two).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TransportType {
     Stdio,
     StreamableHttp,
@@ -82,5 +83,19 @@ pub trait OutgoingTransport: Send + Sync {
     ) -> Result<Connection, TransportError> {
         let _ = (version, forwarded);
         self.connect().await
+    }
+
+    /// Connects to an upstream session opened before (by this process before a restart, or
+    /// by another replica): `session_id` is the upstream's own id for it, if it gave one, and
+    /// `version` the protocol version it agreed to. Only a Streamable HTTP upstream can.
+    async fn resume(
+        &self,
+        session_id: Option<&str>,
+        version: &str,
+    ) -> Result<Connection, TransportError> {
+        let _ = (session_id, version);
+        Err(TransportError::Io(std::io::Error::other(
+            "this upstream's sessions cannot be resumed",
+        )))
     }
 }

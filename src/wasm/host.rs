@@ -18,7 +18,7 @@ use super::bindings::membrane::interceptor::{identity, session_kv, types};
 use super::engine::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
 use super::spec::{Capability, Grants};
 use crate::auth::Principal;
-use crate::session::{PluginData, SessionId, SessionManager};
+use crate::session::{SessionId, SessionManager};
 
 /// The data of one plugin instance's store.
 pub struct PluginState {
@@ -70,21 +70,15 @@ impl PluginState {
         }
     }
 
-    /// Runs `access` on what this plugin keeps in the current call's session. The future owns
+    /// The session store and this call's session, for a `session-kv` call. The future owns
     /// what it needs: the state itself is not `Sync`.
-    fn plugin_data<T: Send, F: FnOnce(&mut PluginData) -> T + Send>(
-        &self,
-        access: F,
-    ) -> impl Future<Output = Result<T, String>> + Send + use<T, F> {
-        let target = self.sessions.clone().zip(self.session.clone());
-        let plugin = self.plugin.clone();
-        async move {
-            let (sessions, session) = target.ok_or("no session")?;
-            sessions
-                .plugin_data(&session, &plugin, access)
-                .await
-                .map_err(|e| e.to_string())
-        }
+    fn kv(&self) -> Result<(Arc<SessionManager>, SessionId, Arc<str>), String> {
+        let (sessions, session) = self
+            .sessions
+            .clone()
+            .zip(self.session.clone())
+            .ok_or("no session")?;
+        Ok((sessions, session, self.plugin.clone()))
     }
 }
 
@@ -113,18 +107,32 @@ impl Host for PluginState {
 
 impl session_kv::Host for PluginState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        let value = self.plugin_data(|data| data.get(&key).map(str::to_owned));
-        Ok(value.await.ok().flatten())
+        let Ok((sessions, session, plugin)) = self.kv() else {
+            return Ok(None);
+        };
+        match sessions.kv_get(&session, &plugin, &key).await {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                tracing::warn!(plugin = &*plugin, error = %e, "session-kv get failed");
+                Ok(None)
+            }
+        }
     }
 
     async fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
-        let stored = self.plugin_data(|data| data.set(&key, value)).await;
-        Ok(stored.and_then(|stored| stored.map_err(|e| e.to_string())))
+        let (sessions, session, plugin) = match self.kv() {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(e)),
+        };
+        let stored = sessions.kv_set(&session, &plugin, &key, &value).await;
+        Ok(stored.map_err(|e| e.to_string()))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
         // Deleting from a session that is gone leaves nothing behind either way.
-        let _ = self.plugin_data(|data| data.delete(&key)).await;
+        if let Ok((sessions, session, plugin)) = self.kv() {
+            let _ = sessions.kv_delete(&session, &plugin, &key).await;
+        }
         Ok(())
     }
 
@@ -133,8 +141,12 @@ impl session_kv::Host for PluginState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, String>> {
-        let counted = self.plugin_data(|data| data.increment(&key, delta)).await;
-        Ok(counted.and_then(|counted| counted.map_err(|e| e.to_string())))
+        let (sessions, session, plugin) = match self.kv() {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(e)),
+        };
+        let counted = sessions.kv_increment(&session, &plugin, &key, delta).await;
+        Ok(counted.map_err(|e| e.to_string()))
     }
 }
 

@@ -128,7 +128,7 @@ impl OutgoingTransport for StreamableHttpOutgoing {
     }
 
     async fn connect(&self) -> Result<Connection, TransportError> {
-        Ok(self.open(None))
+        Ok(self.open(None, None, None).0)
     }
 
     async fn connect_stateless(
@@ -137,20 +137,35 @@ impl OutgoingTransport for StreamableHttpOutgoing {
         forwarded: &HeaderMap,
     ) -> Result<Connection, TransportError> {
         let version = HeaderValue::from_str(version).map_err(std::io::Error::other)?;
-        Ok(self.open(Some((version, forwarded.clone()))))
+        Ok(self.open(None, Some(version), Some(forwarded.clone())).0)
+    }
+
+    /// The upstream session goes on where it was: its id and version on every request, and
+    /// the GET stream for what the server starts.
+    async fn resume(
+        &self,
+        session_id: Option<&str>,
+        version: &str,
+    ) -> Result<Connection, TransportError> {
+        let version = HeaderValue::from_str(version).map_err(std::io::Error::other)?;
+        let (connection, session) = self.open(session_id.map(str::to_owned), Some(version), None);
+        session.tasks.spawn(session.clone().listen());
+        Ok(connection)
     }
 }
 
 impl StreamableHttpOutgoing {
-    /// A connection; `stateless` carries the protocol version and forwarded headers of a
+    /// A connection, and the upstream session it carries; `session_id` and `version` are known
+    /// up front for a resumed session, and `forwarded` carries the client's headers of a
     /// stateless exchange.
-    fn open(&self, stateless: Option<(HeaderValue, HeaderMap)>) -> Connection {
-        let (version, forwarded) = match stateless {
-            Some((version, forwarded)) => (Some(version), Some(forwarded)),
-            None => (None, None),
-        };
+    fn open(
+        &self,
+        session_id: Option<String>,
+        version: Option<HeaderValue>,
+        forwarded: Option<HeaderMap>,
+    ) -> (Connection, Arc<UpstreamSession>) {
         let (frames, inbound) = mpsc::channel(INBOUND_DEPTH);
-        let session_id = Arc::new(OnceLock::new());
+        let session_id = Arc::new(session_id.map(OnceLock::from).unwrap_or_default());
         let answer_modes = AnswerModes::default();
         let session = Arc::new(UpstreamSession {
             http: self.clone(),
@@ -173,14 +188,14 @@ impl StreamableHttpOutgoing {
             Box::pin(inbound),
             outbox,
             Box::new(UpstreamCloser {
-                session,
+                session: session.clone(),
                 writer,
                 finish,
             }),
         );
         connection.peer_session_id = session_id;
         connection.answer_modes = answer_modes;
-        connection
+        (connection, session)
     }
 }
 
@@ -660,16 +675,26 @@ struct UpstreamCloser {
 #[async_trait]
 impl ConnectionCloser for UpstreamCloser {
     async fn close(self: Box<Self>, grace: Duration) -> Closed {
+        self.end(grace, true).await
+    }
+
+    async fn detach(self: Box<Self>, grace: Duration) -> Closed {
+        self.end(grace, false).await
+    }
+}
+
+impl UpstreamCloser {
+    /// What is queued still goes out; then the upstream session is deleted, if `delete`.
+    async fn end(self, grace: Duration, delete: bool) -> Closed {
         let UpstreamCloser {
             session,
             writer,
             finish,
-        } = *self;
-        // What is queued still goes out; then the upstream session is deleted.
+        } = self;
         finish.cancel();
         let _ = tokio::time::timeout(grace, writer).await;
         let lost = session.end_reason.get().cloned();
-        if lost.is_none() && session.session_id.get().is_some() {
+        if delete && lost.is_none() && session.session_id.get().is_some() {
             let delete = session.request(session.http.client.delete(session.http.url.clone()));
             match tokio::time::timeout(grace, delete.send()).await {
                 Ok(Ok(response)) => {

@@ -48,7 +48,7 @@ pub const OWN_BODY_ALLOWANCE: usize = 64 * 1024;
 const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A request membrane turns away: an HTTP status with a JSON-RPC error body.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Refusal {
     pub status: StatusCode,
     pub body: Bytes,
@@ -547,14 +547,17 @@ impl FromRequestParts<Arc<Front>> for ClientOf {
         let Caller(caller) = Caller::from_request_parts(parts, front)
             .await
             .unwrap_or_default();
-        lookup(front, &parts.headers, caller.as_ref()).map(ClientOf)
+        lookup(front, &parts.headers, caller.as_ref())
+            .await
+            .map(ClientOf)
     }
 }
 
 /// The session `Mcp-Session-Id` names: 400 without one, 404 when there is none such or it
-/// belongs to another principal (whose sessions are none of the caller's business).
-pub fn lookup(
-    front: &Front,
+/// belongs to another principal (whose sessions are none of the caller's business). One this
+/// process does not serve is revived from the session store, when the store outlives it.
+pub async fn lookup(
+    front: &Arc<Front>,
     headers: &HeaderMap,
     caller: Option<&Arc<Principal>>,
 ) -> Result<Arc<ClientSession>, Refusal> {
@@ -566,10 +569,24 @@ pub fn lookup(
         ));
     };
     let id = SessionId::from(id.to_str().unwrap_or(""));
-    match front.client(&id) {
-        Some(client) if client.belongs_to(caller) => Ok(client),
-        _ => Err(Refusal::session_not_found()),
+    let client = match front.client(&id) {
+        Some(client) => client,
+        None if front.options.revive && plausible_session_id(&id) => {
+            super::handlers::revive(front, id, caller.cloned()).await?
+        }
+        None => return Err(Refusal::session_not_found()),
+    };
+    if client.belongs_to(caller) {
+        Ok(client)
+    } else {
+        Err(Refusal::session_not_found())
     }
+}
+
+/// Whether `id` could be one membrane minted (32 hex digits), before asking the store.
+fn plausible_session_id(id: &SessionId) -> bool {
+    let id = id.as_str();
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

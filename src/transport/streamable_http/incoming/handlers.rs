@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::checks::{
@@ -24,6 +24,7 @@ use super::checks::{
 };
 use super::{ClientSession, Front, client_connection};
 use crate::protocol::{ErrorCode, INITIALIZE, Message, MessageKind, error_response};
+use crate::session::SessionId;
 use crate::transport::streamable_http::{
     AttachError, EventId, LAST_EVENT_ID, MCP_METHOD, MCP_NAME, MCP_SESSION_ID,
     STATELESS_PROTOCOL_VERSION, StreamEvent, StreamId, allows_batches, allows_priming,
@@ -82,7 +83,7 @@ pub async fn post(
         let client = open(&front, caller, None).await?;
         (client.clone(), Some(SessionGuard::new(&front, &client)))
     } else {
-        (lookup(&front, &headers, caller.as_ref())?, None)
+        (lookup(&front, &headers, caller.as_ref()).await?, None)
     };
     let requests: Vec<Message> = elements
         .into_iter()
@@ -312,6 +313,44 @@ async fn open(
     stateless: Option<(String, HeaderMap)>,
 ) -> Result<Arc<ClientSession>, Refusal> {
     let (opening, outcome) = Opening::awaiting(principal, stateless);
+    admit(front, opening, outcome).await
+}
+
+/// Revives a session this process does not serve from the session store (it was opened
+/// before a restart, or on another replica). Concurrent requests for the same session share
+/// one revival.
+pub(super) async fn revive(
+    front: &Arc<Front>,
+    id: SessionId,
+    principal: Option<Arc<crate::auth::Principal>>,
+) -> Result<Arc<ClientSession>, Refusal> {
+    let revival = {
+        let mut revivals = front.revivals();
+        revivals
+            .entry(id.clone())
+            .or_insert_with(|| {
+                let (front, id) = (front.clone(), id.clone());
+                async move {
+                    let (mut opening, outcome) = Opening::awaiting(principal, None);
+                    opening.resume = Some(id.clone());
+                    let revived = admit(&front, opening, outcome).await;
+                    front.revivals().remove(&id);
+                    revived
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
+    };
+    revival.await
+}
+
+/// Hands a new client side to whoever accepts connections and waits for its admission.
+async fn admit(
+    front: &Arc<Front>,
+    opening: Opening,
+    outcome: tokio::sync::oneshot::Receiver<Admission>,
+) -> Result<Arc<ClientSession>, Refusal> {
     let (connection, client) = client_connection(front, opening);
     let busy = |reason: &str| {
         Refusal::new(
@@ -341,6 +380,7 @@ async fn open(
             ErrorCode::UpstreamUnavailable,
             &reason,
         )),
+        Ok(Admission::Unknown) => Err(Refusal::session_not_found()),
         Err(_) => Err(busy("membrane is shutting down")),
     }
 }

@@ -53,6 +53,9 @@ pub struct FrontOptions {
     pub max_streams: usize,
     /// Bytes of events each session keeps for `Last-Event-ID` replay.
     pub event_retention_bytes: usize,
+    /// Whether a session this process does not serve may be revived from the session store
+    /// (the store outlives the process, or is shared by replicas).
+    pub revive: bool,
     /// A request body must arrive whole within this.
     pub body_timeout: Duration,
     /// Request body bytes being received across all connections, beyond the first
@@ -75,11 +78,18 @@ struct Front {
     auth: Option<Arc<Authenticator>>,
     /// Live client sessions by the id membrane gave them.
     clients: Mutex<HashMap<SessionId, Arc<ClientSession>>>,
+    /// Sessions being revived from the store, each shared by the requests that wait for it.
+    revivals: Mutex<HashMap<SessionId, Revival>>,
     /// Where new connections wait to be accepted.
     accept: mpsc::Sender<Connection>,
     /// Permits of [`FrontOptions::body_budget`], one per byte.
     body_budget: Arc<Semaphore>,
 }
+
+/// One revival of a session, awaited by every request that names it meanwhile.
+type Revival = futures::future::Shared<
+    futures::future::BoxFuture<'static, Result<Arc<ClientSession>, checks::Refusal>>,
+>;
 
 /// Connections waiting to be accepted; more get 503 (the acceptor is overwhelmed).
 const ACCEPT_QUEUE: usize = 1024;
@@ -95,6 +105,7 @@ impl StreamableHttpIncoming {
             options,
             auth,
             clients: Mutex::default(),
+            revivals: Mutex::default(),
             accept,
             body_budget: Arc::new(Semaphore::new(budget)),
         });
@@ -159,6 +170,10 @@ impl IncomingTransport for StreamableHttpIncoming {
 impl Front {
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<ClientSession>>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn revivals(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Revival>> {
+        self.revivals.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn client(&self, id: &SessionId) -> Option<Arc<ClientSession>> {
