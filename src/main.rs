@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use membrane::app::App;
 use membrane::config::ConfigSource;
 use membrane::proxy::{forward, reverse, shutdown_signal};
+use membrane::session::EventWriter;
 use membrane::transport::{
     HttpServer, OutgoingTransport, StdioIncoming, StreamableHttpIncoming, StreamableHttpOutgoing,
     SubprocessOutgoing,
@@ -144,8 +145,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             ..
         } => {
             check_exposure(&app, listen, allow_unauthenticated)?;
-            let incoming =
-                StreamableHttpIncoming::new(app.config.front_options(listen), app.auth.clone());
+            let front = app.config.front_options(listen);
+            let events = app
+                .events
+                .clone()
+                .map(|store| EventWriter::spawn(store, front.event_retention_bytes));
+            let incoming = StreamableHttpIncoming::new(front, app.auth.clone(), events);
             let listener = tokio::net::TcpListener::bind(listen).await?;
             let server = HttpServer::new(listener, app.tls.clone(), app.config.server_limits());
             let scheme = if app.tls.is_some() { "https" } else { "http" };

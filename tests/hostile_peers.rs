@@ -352,12 +352,21 @@ async fn hostile_upstreams_are_bounded() {
         "the redirect was not followed"
     );
 
+    // membrane opens the upstream's GET stream only while the client holds its own.
+    assert_eq!(
+        upstream.gets.load(Ordering::Relaxed),
+        0,
+        "no GET while no client listens"
+    );
+    let get = client.get(None).await;
+    assert_eq!(get.status(), 200);
     // The GET stream's `retry: 0` and instant close do not make membrane hammer the server.
     let before = upstream.gets.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let reconnects = upstream.gets.load(Ordering::Relaxed) - before;
     assert!(reconnects <= 8, "{reconnects} reconnects in 3 s");
     assert!(upstream.gets.load(Ordering::Relaxed) >= 1);
+    drop(get);
 
     alongside.await.unwrap();
     assert_eq!(

@@ -150,6 +150,7 @@ fn options() -> FrontOptions {
         body_timeout: Duration::from_secs(5),
         body_budget: 1 << 20,
         send_timeout: Duration::from_secs(1),
+        revive: false,
     }
 }
 
@@ -164,7 +165,7 @@ async fn drive(exchanges: Vec<Exchange>) {
         Arc::new(PauseController::new(PauseTimeoutPolicy::Block)),
         4096,
     ));
-    let mut incoming = StreamableHttpIncoming::new(options(), None);
+    let mut incoming = StreamableHttpIncoming::new(options(), None, None);
     let app = incoming.router();
     let acceptor = tokio::spawn(async move {
         while let Ok(Some(connection)) = incoming.accept().await {

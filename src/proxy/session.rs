@@ -95,11 +95,10 @@ impl Pipeline {
             }
             (None, true) => {
                 let version = session.protocol_version.as_deref().unwrap_or_default();
-                upstream
-                    .resume(session.upstream_session_id.as_deref(), version)
-                    .await
+                let id = session.upstream_session_id.as_deref();
+                upstream.resume(id, version, &client.listening).await
             }
-            (None, false) => upstream.connect().await,
+            (None, false) => upstream.connect(&client.listening).await,
         };
         let upstream = match connected {
             Ok(upstream) => upstream,

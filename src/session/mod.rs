@@ -6,6 +6,7 @@
 //! [`SessionManager`] creates, finds, revives, updates and ends both. Sessions know nothing of
 //! transports: closing one only signals whoever serves it.
 
+mod events;
 mod live;
 mod manager;
 mod plugin_data;
@@ -15,6 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use events::EventWriter;
 pub use live::{LiveSession, PendingRequest};
 pub use manager::{SessionConfig, SessionError, SessionManager, SessionStats};
 pub use plugin_data::{PLUGIN_DATA_LIMIT, PluginData, PluginDataError};

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::Stream;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -124,6 +124,8 @@ pub struct Connection {
     pub answer_modes: AnswerModes,
     /// For a client connection: who opened it, and what it waits to hear.
     pub opening: Opening,
+    /// For a client connection: whether it takes what the server starts right now.
+    pub listening: Listening,
 }
 
 impl Connection {
@@ -141,6 +143,7 @@ impl Connection {
             peer_session_id: Arc::default(),
             answer_modes: AnswerModes::default(),
             opening: Opening::default(),
+            listening: Listening::always(),
         }
     }
 }
@@ -182,6 +185,45 @@ impl Opening {
         if let Some(answer) = self.answer.take() {
             let _ = answer.send(admission);
         }
+    }
+}
+
+/// Whether the client side holds a stream for what the server starts on its own: an HTTP
+/// client while its GET stream is open, any other client always. An HTTP upstream keeps its own
+/// GET stream open only meanwhile, so an idle session holds no upstream connection.
+#[derive(Debug, Clone)]
+pub struct Listening(Arc<watch::Sender<usize>>);
+
+impl Listening {
+    /// A client side that always takes what the server starts (stdio).
+    pub fn always() -> Self {
+        Self(Arc::new(watch::channel(1).0))
+    }
+
+    /// A client side that takes it only while it holds a stream for it.
+    pub fn while_held() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+
+    /// The client side holds a stream for it until the returned guard is dropped.
+    pub fn hold(&self) -> ListeningHeld {
+        self.0.send_modify(|holders| *holders += 1);
+        ListeningHeld(self.0.clone())
+    }
+
+    /// For the upstream side: follows the client side's changes (how many streams it holds).
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.0.subscribe()
+    }
+}
+
+/// A stream the client side holds for what the server starts; see [`Listening::hold`].
+#[derive(Debug)]
+pub struct ListeningHeld(Arc<watch::Sender<usize>>);
+
+impl Drop for ListeningHeld {
+    fn drop(&mut self) {
+        self.0.send_modify(|holders| *holders -= 1);
     }
 }
 

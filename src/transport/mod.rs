@@ -17,7 +17,8 @@ pub mod tls;
 use async_trait::async_trait;
 
 pub use connection::{
-    Admission, AnswerModes, Closed, Connection, ConnectionCloser, Frame, Inbound, Opening, Outbox,
+    Admission, AnswerModes, Closed, Connection, ConnectionCloser, Frame, Inbound, Listening,
+    ListeningHeld, Opening, Outbox,
 };
 pub(crate) use connection::{drain_until, receiver_stream};
 pub use framing::{DEFAULT_MAX_MESSAGE_SIZE, NewlineCodec};
@@ -71,7 +72,9 @@ pub trait IncomingTransport: Send {
 pub trait OutgoingTransport: Send + Sync {
     fn transport_type(&self) -> TransportType;
 
-    async fn connect(&self) -> Result<Connection, TransportError>;
+    /// Opens a connection (a new upstream session) for a client side that takes what the
+    /// server starts on its own while `listening` says so.
+    async fn connect(&self, listening: &Listening) -> Result<Connection, TransportError>;
 
     /// Opens a connection for one stateless exchange (protocol 2026-07-28 and later: no
     /// handshake, no session). `forwarded` holds the client's request headers that an HTTP
@@ -82,7 +85,7 @@ pub trait OutgoingTransport: Send + Sync {
         forwarded: &axum::http::HeaderMap,
     ) -> Result<Connection, TransportError> {
         let _ = (version, forwarded);
-        self.connect().await
+        self.connect(&Listening::always()).await
     }
 
     /// Connects to an upstream session opened before (by this process before a restart, or
@@ -92,8 +95,9 @@ pub trait OutgoingTransport: Send + Sync {
         &self,
         session_id: Option<&str>,
         version: &str,
+        listening: &Listening,
     ) -> Result<Connection, TransportError> {
-        let _ = (session_id, version);
+        let _ = (session_id, version, listening);
         Err(TransportError::Io(std::io::Error::other(
             "this upstream's sessions cannot be resumed",
         )))

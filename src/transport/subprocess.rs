@@ -18,8 +18,8 @@ use tokio_util::codec::FramedRead;
 
 use super::connection::Writer;
 use super::{
-    Closed, Connection, ConnectionCloser, NewlineCodec, OutgoingTransport, TransportError,
-    TransportType,
+    Closed, Connection, ConnectionCloser, Listening, NewlineCodec, OutgoingTransport,
+    TransportError, TransportType,
 };
 
 /// Spawns one server process per connection.
@@ -54,7 +54,7 @@ impl OutgoingTransport for SubprocessOutgoing {
         TransportType::Stdio
     }
 
-    async fn connect(&self) -> Result<Connection, TransportError> {
+    async fn connect(&self, _: &Listening) -> Result<Connection, TransportError> {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)

@@ -1,28 +1,30 @@
 //! [`SessionStreams`]: where the messages membrane sends to one HTTP client go. Each POST that
 //! carries requests opens a stream that ends with their last answer; the client's GET opens the
-//! standalone stream (number 0). Answers follow their request's stream; progress follows the
+//! standalone stream. Answers follow their request's stream; progress follows the
 //! request that asked for it (its `progressToken`); anything else the server starts goes to the
 //! GET stream if one is open, else to the newest POST stream someone still reads as an event
 //! stream, else waits on the standalone stream for the next GET. Every event gets an
 //! [`EventId`] naming its stream and its place in it, and the session keeps its latest events up
 //! to a budget in bytes, so a client whose stream was cut can resume it with `Last-Event-ID` and
 //! miss nothing, on that stream only. Events delivered on a stream answered as JSON (which
-//! cannot be resumed) are not kept. The open streams of a session are capped.
+//! cannot be resumed) are not kept. With a durable session store, kept events are also queued
+//! for its [`EventWriter`], so a stream can be resumed after a restart or on another replica;
+//! each instance numbers its streams from a random base so that their ids never collide there.
+//! The open streams of a session are capped.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 
 use crate::protocol::{Message, MessageKind, id_key};
+use crate::session::{EventWriter, SessionId, StoredEvent};
 
-/// A stream of one session: 0 is the standalone (GET) stream, then one per POST.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A stream of one session: the standalone (GET) stream, then one per POST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct StreamId(pub u32);
-
-const STANDALONE: StreamId = StreamId(0);
 
 /// An SSE event id: the stream and the event's sequence number in it, written `stream.seq`.
 /// Sequence numbers start at 1; 0 names the priming event before the first message.
@@ -88,10 +90,13 @@ pub struct SessionStreams {
     state: Mutex<State>,
     retention_bytes: usize,
     max_streams: usize,
+    /// Where kept events also go, with a durable store: the session's id and the writer.
+    durable: OnceLock<(SessionId, EventWriter)>,
 }
 
 #[derive(Default)]
 struct State {
+    standalone: StreamId,
     next_stream: u32,
     streams: HashMap<StreamId, Stream>,
     /// Requests awaiting an answer (by id key), and the stream the answer goes out on.
@@ -139,15 +144,43 @@ impl SessionStreams {
     /// Streams of one session, keeping up to `retention_bytes` of events for replay, with at
     /// most `max_streams` open at once.
     pub fn new(retention_bytes: usize, max_streams: usize) -> Self {
+        // Below 2^31, so the numbers that follow never wrap.
+        let base = (uuid::Uuid::new_v4().as_u128() as u32) >> 1;
+        let standalone = StreamId(base);
         let mut state = State {
-            next_stream: 1,
+            standalone,
+            next_stream: base + 1,
             ..State::default()
         };
-        state.streams.insert(STANDALONE, Stream::default());
+        state.streams.insert(standalone, Stream::default());
         Self {
             state: Mutex::new(state),
             retention_bytes,
             max_streams,
+            durable: OnceLock::new(),
+        }
+    }
+
+    /// From now on kept events also go to `writer`, as events of session `id`.
+    pub fn persist(&self, id: SessionId, writer: EventWriter) {
+        let _ = self.durable.set((id, writer));
+    }
+
+    /// The standalone stream.
+    pub fn standalone(&self) -> StreamId {
+        self.state().standalone
+    }
+
+    fn write_durably(&self, event: &StreamEvent) {
+        if let Some((id, writer)) = self.durable.get() {
+            writer.write(
+                id,
+                StoredEvent {
+                    stream: event.id.stream.0,
+                    seq: event.id.seq,
+                    message: event.message.clone(),
+                },
+            );
         }
     }
 
@@ -160,10 +193,11 @@ impl SessionStreams {
         if state.closed {
             return Err(AttachError::Closed);
         }
+        let standalone = state.standalone;
         let open = state
             .streams
             .iter()
-            .filter(|(id, entry)| **id != STANDALONE && entry.pending > 0)
+            .filter(|(id, entry)| **id != standalone && entry.pending > 0)
             .count();
         if open >= self.max_streams {
             return Err(AttachError::TooMany);
@@ -191,8 +225,15 @@ impl SessionStreams {
     /// The response of a POST stream is an event stream: messages the server starts may go
     /// out on it.
     pub fn streaming(&self, stream: StreamId) {
-        if let Some(entry) = self.state().streams.get_mut(&stream) {
+        let mut state = self.state();
+        if let Some(entry) = state.streams.get_mut(&stream)
+            && entry.framing != Framing::EventStream
+        {
             entry.framing = Framing::EventStream;
+            // What went out before the framing was known is kept now.
+            for event in &entry.tail {
+                self.write_durably(event);
+            }
         }
     }
 
@@ -229,6 +270,7 @@ impl SessionStreams {
             })
             .unwrap_or_else(|| state.unsolicited_stream(undecided_ok));
         let size = message.raw().len();
+        let standalone = state.standalone;
         let entry = state.streams.entry(stream).or_default();
         entry.last_seq += 1;
         let event = StreamEvent {
@@ -239,6 +281,9 @@ impl SessionStreams {
             message,
         };
         entry.tail.push_back(event.clone());
+        if entry.framing == Framing::EventStream || stream == standalone {
+            self.write_durably(&event);
+        }
         if entry.live.is_some() {
             entry.delivered = entry.last_seq;
         }
@@ -280,7 +325,8 @@ impl SessionStreams {
         if state.closed {
             return Err(AttachError::Closed);
         }
-        let entry = state.streams.entry(STANDALONE).or_default();
+        let standalone = state.standalone;
+        let entry = state.streams.entry(standalone).or_default();
         if entry.is_read() {
             return Err(AttachError::Conflict);
         }
@@ -299,7 +345,7 @@ impl SessionStreams {
         last: EventId,
     ) -> Result<(Vec<StreamEvent>, Option<mpsc::Receiver<StreamEvent>>), AttachError> {
         let mut state = self.state();
-        let closed = state.closed;
+        let (closed, standalone) = (state.closed, state.standalone);
         let entry = state
             .streams
             .get_mut(&last.stream)
@@ -307,11 +353,11 @@ impl SessionStreams {
         if last.seq > entry.last_seq {
             return Err(AttachError::UnknownStream);
         }
-        if last.stream == STANDALONE && entry.is_read() {
+        if last.stream == standalone && entry.is_read() {
             return Err(AttachError::Conflict);
         }
         let replay = entry.replay_after(last.seq);
-        let ongoing = last.stream == STANDALONE || entry.pending > 0;
+        let ongoing = last.stream == standalone || entry.pending > 0;
         let live = (ongoing && !closed).then(|| {
             let (tx, rx) = mpsc::channel(LIVE_DEPTH);
             entry.live = Some(tx);
@@ -353,20 +399,21 @@ impl State {
     /// the newest POST stream still waiting for an answer that someone reads as events (a
     /// client whose stream broke resumes it), else the standalone stream's backlog.
     fn unsolicited_stream(&self, undecided_ok: bool) -> StreamId {
-        if self.streams.get(&STANDALONE).is_some_and(Stream::is_read) {
-            return STANDALONE;
+        let standalone = self.standalone;
+        if self.streams.get(&standalone).is_some_and(Stream::is_read) {
+            return standalone;
         }
         self.streams
             .iter()
             .filter(|(id, entry)| {
-                **id != STANDALONE
+                **id != standalone
                     && entry.pending > 0
                     && entry.is_read()
                     && (undecided_ok || entry.framing == Framing::EventStream)
             })
             .map(|(id, _)| *id)
             .max_by_key(|id| id.0)
-            .unwrap_or(STANDALONE)
+            .unwrap_or(standalone)
     }
 
     /// A POST stream whose requests are all answered: kept a while for replay.
@@ -511,13 +558,14 @@ mod tests {
             .unwrap();
         let held = streams.route(note(1), false);
         assert_eq!(
-            held.event.id.stream, STANDALONE,
+            held.event.id.stream,
+            streams.standalone(),
             "a stream whose framing is undecided is not used when the upstream decides it"
         );
         drop(rx);
         assert_eq!(
             streams.route(note(2), true).event.id.stream,
-            STANDALONE,
+            streams.standalone(),
             "nor a stream nobody reads any more"
         );
         let (backlog, _live) = streams.attach_standalone().unwrap();
@@ -536,7 +584,8 @@ mod tests {
         for n in 1..=3 {
             let d = streams.route(note(n), true);
             assert_eq!(
-                d.event.id.stream, STANDALONE,
+                d.event.id.stream,
+                streams.standalone(),
                 "the GET stream takes the rest"
             );
         }
@@ -605,7 +654,10 @@ mod tests {
         assert!(d.to.is_none());
         let (backlog, _rx) = streams.attach_standalone().unwrap();
         assert_eq!(backlog.len(), 1);
-        assert_eq!(backlog[0].id.to_string(), "0.1");
+        assert_eq!(
+            backlog[0].id.to_string(),
+            format!("{}.1", streams.standalone().0)
+        );
         assert_eq!(
             streams.attach_standalone().unwrap_err(),
             AttachError::Conflict

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,7 +40,7 @@ use crate::protocol::{
 };
 use crate::transport::tls::{ClientTlsOptions, certificate_hint};
 use crate::transport::{
-    AnswerModes, Closed, Connection, ConnectionCloser, Frame, Outbox, OutgoingTransport,
+    AnswerModes, Closed, Connection, ConnectionCloser, Frame, Listening, Outbox, OutgoingTransport,
     ResponseMode, TransportError, TransportType, drain_until, receiver_stream,
 };
 
@@ -127,8 +127,8 @@ impl OutgoingTransport for StreamableHttpOutgoing {
         TransportType::StreamableHttp
     }
 
-    async fn connect(&self) -> Result<Connection, TransportError> {
-        Ok(self.open(None, None, None).0)
+    async fn connect(&self, listening: &Listening) -> Result<Connection, TransportError> {
+        Ok(self.open(None, None, None, listening.subscribe()).0)
     }
 
     async fn connect_stateless(
@@ -137,7 +137,10 @@ impl OutgoingTransport for StreamableHttpOutgoing {
         forwarded: &HeaderMap,
     ) -> Result<Connection, TransportError> {
         let version = HeaderValue::from_str(version).map_err(std::io::Error::other)?;
-        Ok(self.open(None, Some(version), Some(forwarded.clone())).0)
+        let never = Listening::while_held().subscribe();
+        Ok(self
+            .open(None, Some(version), Some(forwarded.clone()), never)
+            .0)
     }
 
     /// The upstream session goes on where it was: its id and version on every request, and
@@ -146,9 +149,11 @@ impl OutgoingTransport for StreamableHttpOutgoing {
         &self,
         session_id: Option<&str>,
         version: &str,
+        listening: &Listening,
     ) -> Result<Connection, TransportError> {
         let version = HeaderValue::from_str(version).map_err(std::io::Error::other)?;
-        let (connection, session) = self.open(session_id.map(str::to_owned), Some(version), None);
+        let id = session_id.map(str::to_owned);
+        let (connection, session) = self.open(id, Some(version), None, listening.subscribe());
         session.tasks.spawn(session.clone().listen());
         Ok(connection)
     }
@@ -163,6 +168,7 @@ impl StreamableHttpOutgoing {
         session_id: Option<String>,
         version: Option<HeaderValue>,
         forwarded: Option<HeaderMap>,
+        listening: watch::Receiver<usize>,
     ) -> (Connection, Arc<UpstreamSession>) {
         let (frames, inbound) = mpsc::channel(INBOUND_DEPTH);
         let session_id = Arc::new(session_id.map(OnceLock::from).unwrap_or_default());
@@ -173,6 +179,7 @@ impl StreamableHttpOutgoing {
             answer_modes: answer_modes.clone(),
             protocol_version: version.map(OnceLock::from).unwrap_or_default(),
             stateless: forwarded,
+            listening,
             frames,
             ended: CancellationToken::new(),
             end_reason: OnceLock::new(),
@@ -210,6 +217,9 @@ struct UpstreamSession {
     protocol_version: OnceLock<HeaderValue>,
     /// For a stateless exchange: the client's headers to send on.
     stateless: Option<HeaderMap>,
+    /// Whether the client side holds a stream for what the server starts: the GET stream is
+    /// open only meanwhile.
+    listening: watch::Receiver<usize>,
     frames: mpsc::Sender<Frame>,
     /// Fires when the connection is over: closed by membrane or lost upstream.
     ended: CancellationToken,
@@ -536,26 +546,39 @@ impl UpstreamSession {
         }
     }
 
-    /// Keeps the GET stream open for what the server sends on its own, reconnecting (and
-    /// resuming) when it ends, backing off while it keeps failing; gives up when the server has
-    /// none (405).
+    /// Keeps the GET stream open for what the server sends on its own while the client side
+    /// holds a stream for it, reconnecting (and resuming) when it ends, backing off while it
+    /// keeps failing; gives up when the server has none (405).
     async fn listen(self: Arc<Self>) {
         let none = Sent {
             request_id: None,
             initialize: false,
         };
+        let mut listening = self.listening.clone();
         let mut position = StreamPosition::default();
         let mut delays = backoff(position.retry);
         while !self.ended.is_cancelled() {
+            tokio::select! {
+                held = listening.wait_for(|holders| *holders > 0) => {
+                    if held.is_err() {
+                        return;
+                    }
+                }
+                _ = self.ended.cancelled() => return,
+            }
             let get = match position.last_event_id.clone() {
                 Some(last) => self.resume_request(&last),
                 None => self.request(self.http.client.get(self.http.url.clone())),
             };
             let get = get.header(header::ACCEPT, "text/event-stream");
             let began = Instant::now();
+            let mut released = listening.clone();
+            let released = released.wait_for(|holders| *holders == 0);
+            tokio::pin!(released);
             let response = tokio::select! {
                 response = get.send() => response,
                 _ = self.ended.cancelled() => return,
+                _ = &mut released => continue,
             };
             match response {
                 Ok(response) if response.status() == StatusCode::METHOD_NOT_ALLOWED => return,
@@ -569,7 +592,11 @@ impl UpstreamSession {
                     if response.status().is_success()
                         && content_type_is(response.headers(), "text/event-stream") =>
                 {
-                    self.relay(response, &none, &mut position).await;
+                    tokio::select! {
+                        _ = self.relay(response, &none, &mut position) => {}
+                        // The client let go of its stream: so does membrane, until it is back.
+                        _ = &mut released => continue,
+                    }
                 }
                 Ok(response) => {
                     tracing::debug!(status = %response.status(), "upstream refused the GET stream");

@@ -245,6 +245,8 @@ pub async fn get(
     ClientOf(client): ClientOf,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
+    let standalone = client.streams.standalone();
+    let mut takes_server_messages = true;
     let attached = match headers.get(&LAST_EVENT_ID) {
         Some(last) => {
             let last: EventId = last
@@ -258,7 +260,15 @@ pub async fn get(
                         "malformed Last-Event-ID",
                     )
                 })?;
-            client.streams.resume(last)
+            match client.streams.resume(last) {
+                Err(AttachError::UnknownStream) if front.events.is_some() => {
+                    Ok(resume_stored(&front, &client, last).await?)
+                }
+                resumed => {
+                    takes_server_messages = last.stream == standalone;
+                    resumed
+                }
+            }
         }
         None => client
             .streams
@@ -274,9 +284,57 @@ pub async fn get(
         };
         Refusal::new(status, ErrorCode::InvalidRequest, &e.to_string())
     })?;
+    // While this stream is open, an HTTP upstream keeps its own GET stream open for it.
+    let held = (takes_server_messages && live.is_some()).then(|| client.listening.hold());
     let replay = futures::stream::iter(replay.into_iter().map(|event| Ok(sse_event(event))));
-    let events = replay.chain(futures::stream::iter(live).flat_map(live_events));
+    let live = futures::stream::iter(live).flat_map(live_events);
+    let events = replay.chain(live).map(move |event| {
+        let _held = &held;
+        event
+    });
     Ok(sse_response(events, front.options.keep_alive))
+}
+
+/// Resumes a stream this process does not have (it was served before a restart, or by another
+/// replica) from the event store: what it kept after `last`, then this process's standalone
+/// stream, unless someone already reads that.
+async fn resume_stored(
+    front: &Front,
+    client: &ClientSession,
+    last: EventId,
+) -> Result<(Vec<StreamEvent>, Option<mpsc::Receiver<StreamEvent>>), Refusal> {
+    let (Some(events), Some(id)) = (&front.events, client.id.get()) else {
+        return Err(Refusal::session_not_found());
+    };
+    let stored = events
+        .after(id, last.stream.0, last.seq)
+        .await
+        .map_err(|e| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::InvalidRequest,
+                &format!("cannot replay the stream: {e}"),
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        })?;
+    let mut replay: Vec<StreamEvent> = stored
+        .into_iter()
+        .map(|event| StreamEvent {
+            id: EventId {
+                stream: StreamId(event.stream),
+                seq: event.seq,
+            },
+            message: event.message,
+        })
+        .collect();
+    let live = match client.streams.attach_standalone() {
+        Ok((backlog, live)) => {
+            replay.extend(backlog);
+            Some(live)
+        }
+        Err(_) => None,
+    };
+    Ok((replay, live))
 }
 
 /// A DELETE: the session ends, upstream too.
@@ -369,6 +427,9 @@ async fn admit(
     let unclaimed = SessionGuard::unregistered(&client);
     match outcome.await {
         Ok(Admission::Admitted(id)) => {
+            if let Some(events) = &front.events {
+                client.streams.persist(id.clone(), events.clone());
+            }
             let _ = client.id.set(id.clone());
             front.clients().insert(id, client.clone());
             unclaimed.disarm();

@@ -27,10 +27,10 @@ pub use checks::HostPolicy;
 use super::{SessionStreams, StreamId};
 use crate::auth::{Authenticator, Principal};
 use crate::protocol::{Message, MessageKind};
-use crate::session::SessionId;
+use crate::session::{EventWriter, SessionId};
 use crate::transport::{
-    AnswerModes, Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Opening, Outbox,
-    TransportError, TransportType, drain_until, receiver_stream,
+    AnswerModes, Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Listening,
+    Opening, Outbox, TransportError, TransportType, drain_until, receiver_stream,
 };
 
 /// How the HTTP front behaves; every bound has a safe default in the configuration.
@@ -76,6 +76,8 @@ pub struct StreamableHttpIncoming {
 struct Front {
     options: FrontOptions,
     auth: Option<Arc<Authenticator>>,
+    /// Where SSE events are kept beyond this process, with a durable session store.
+    events: Option<EventWriter>,
     /// Live client sessions by the id membrane gave them.
     clients: Mutex<HashMap<SessionId, Arc<ClientSession>>>,
     /// Sessions being revived from the store, each shared by the requests that wait for it.
@@ -98,12 +100,17 @@ const ACCEPT_QUEUE: usize = 1024;
 const INBOUND_DEPTH: usize = 64;
 
 impl StreamableHttpIncoming {
-    pub fn new(options: FrontOptions, auth: Option<Arc<Authenticator>>) -> Self {
+    pub fn new(
+        options: FrontOptions,
+        auth: Option<Arc<Authenticator>>,
+        events: Option<EventWriter>,
+    ) -> Self {
         let (accept, accepted) = mpsc::channel(ACCEPT_QUEUE);
         let budget = options.body_budget.min(Semaphore::MAX_PERMITS);
         let front = Arc::new(Front {
             options,
             auth,
+            events,
             clients: Mutex::default(),
             revivals: Mutex::default(),
             accept,
@@ -199,6 +206,8 @@ struct ClientSession {
     ended: CancellationToken,
     streams: Arc<SessionStreams>,
     answer_modes: AnswerModes,
+    /// Held while the client's standalone stream is open.
+    listening: Listening,
 }
 
 impl ClientSession {
@@ -237,6 +246,7 @@ fn client_connection(front: &Arc<Front>, opening: Opening) -> (Connection, Arc<C
         ended: ended.clone(),
         streams: streams.clone(),
         answer_modes: AnswerModes::default(),
+        listening: Listening::while_held(),
     });
     let finish = CancellationToken::new();
     let router = tokio::spawn(route_to_client(
@@ -258,6 +268,7 @@ fn client_connection(front: &Arc<Front>, opening: Opening) -> (Connection, Arc<C
         }),
     );
     connection.answer_modes = client.answer_modes.clone();
+    connection.listening = client.listening.clone();
     connection.opening = opening;
     (connection, client)
 }
