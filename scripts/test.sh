@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs the wasm32-wasip2 target and the pinned
-# third-party MCP peers (npm, PyPI), builds the plugins, then runs the plugins' unit tests,
+# The whole test suite, from a fresh machine: installs the wasm32-wasip2 target, redis-server and
+# nginx, and the pinned third-party MCP peers (npm, PyPI), builds the plugins, then runs the plugins' unit tests,
 # membrane's unit and end-to-end tests (one release build), and each fuzz target for 30 s
 # (scripts/fuzz.sh installs the nightly toolchain and cargo-fuzz; FUZZ_SECONDS overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
+# Real services the durable-session tests start on their own ports: redis-server, and nginx as
+# the load balancer in front of replicas (Debian packages).
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 export MEMBRANE_PEERS_DIR="${MEMBRANE_PEERS_DIR:-$PWD/target/peers}"
 export MEMBRANE_PLUGINS_TARGET_DIR="${MEMBRANE_PLUGINS_TARGET_DIR:-$PWD/plugins/target}"
 bash tests/peers/setup.sh "$MEMBRANE_PEERS_DIR"

@@ -35,9 +35,18 @@ impl Background {
     }
 
     /// Sends SIGTERM and waits for the exit code.
-    pub async fn stop(mut self) -> Option<i32> {
+    pub async fn stop(self) -> Option<i32> {
+        self.signal("-TERM").await
+    }
+
+    /// Kills the process outright (SIGKILL: nothing of it runs any more) and waits for it.
+    pub async fn kill(self) {
+        self.signal("-KILL").await;
+    }
+
+    async fn signal(mut self, signal: &str) -> Option<i32> {
         let pid = self.pid().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status().await;
+        let _ = Command::new("kill").args([signal, &pid]).status().await;
         tokio::time::timeout(WAIT, self.child.wait())
             .await
             .expect("exited in time")
@@ -61,9 +70,18 @@ pub async fn membrane_reverse(args: &[&str]) -> (Background, String) {
 
 /// [`membrane_reverse`] with more environment (`MEMBRANE_LOG` is `membrane=debug` unless set).
 pub async fn membrane_reverse_with(args: &[&str], env: &[(&str, &str)]) -> (Background, String) {
+    membrane_reverse_on("127.0.0.1:0", args, env).await
+}
+
+/// [`membrane_reverse_with`] listening on `listen` (to start again where clients know it).
+pub async fn membrane_reverse_on(
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Background, String) {
     let membrane = Background::spawn(
         Command::new(membrane())
-            .args(["reverse", "--listen", "127.0.0.1:0"])
+            .args(["reverse", "--listen", listen])
             .args(args)
             .env("MEMBRANE_LOG", "membrane=debug")
             .env("XDG_CACHE_HOME", cache_home())

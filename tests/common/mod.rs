@@ -15,6 +15,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 pub mod http;
 pub mod jwt;
 pub mod pki;
+pub mod services;
 
 /// Installs the TLS crypto provider membrane uses (ring) as the process default, which the
 /// HTTP clients of the tests (reqwest, rmcp's) need; idempotent.

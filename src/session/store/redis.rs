@@ -74,15 +74,15 @@ return 0
 ";
 
 /// Adds to a plugin's integer with HINCRBY (exact 64-bit arithmetic) within its byte budget.
-/// KEYS and ARGV as SET, with the delta last. Returns {0, new value as text}, or {-1} for no
-/// session, {-2} when full, {-3} not an integer, {-4} overflow.
+/// KEYS and ARGV as SET, with the delta last. Returns {0, new value as text}, or with an empty
+/// text: -1 for no session, -2 when full, -3 not an integer, -4 overflow.
 const INCREMENT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 local added = redis.pcall('HINCRBY', KEYS[2], ARGV[1], ARGV[6])
 if type(added) == 'table' and added.err then
-  if string.find(string.lower(added.err), 'overflow') then return {-4} end
-  return {-3}
+  if string.find(string.lower(added.err), 'overflow') then return {-4, ''} end
+  return {-3, ''}
 end
 local text = redis.call('HGET', KEYS[2], ARGV[1])
 local keylen = tonumber(ARGV[3])
@@ -91,7 +91,7 @@ if old then size = size - keylen - string.len(old) end
 size = size + keylen + string.len(text)
 if size > tonumber(ARGV[4]) then
   if old then redis.call('HSET', KEYS[2], ARGV[1], old) else redis.call('HDEL', KEYS[2], ARGV[1]) end
-  return {-2}
+  return {-2, ''}
 end
 redis.call('HSET', KEYS[3], ARGV[2], size)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
@@ -99,19 +99,23 @@ redis.call('EXPIRE', KEYS[3], ARGV[5])
 return {0, text}
 ";
 
-/// Appends events and drops the oldest past the byte budget. KEYS: events, event bytes.
-/// ARGV: budget, ttl, then the encoded events.
+/// Appends events and drops the oldest past the byte budget (of messages, not counting each
+/// entry's `stream.seq` line). KEYS: events, event bytes. ARGV: budget, ttl, then the encoded
+/// events.
 const APPEND: &str = r"
+local function size(entry)
+  return string.len(entry) - string.find(entry, '\n', 1, true)
+end
 local bytes = tonumber(redis.call('GET', KEYS[2]) or '0')
 for i = 3, #ARGV do
   redis.call('RPUSH', KEYS[1], ARGV[i])
-  bytes = bytes + string.len(ARGV[i])
+  bytes = bytes + size(ARGV[i])
 end
 local budget = tonumber(ARGV[1])
 while bytes > budget do
   local oldest = redis.call('LPOP', KEYS[1])
   if not oldest then bytes = 0 break end
-  bytes = bytes - string.len(oldest)
+  bytes = bytes - size(oldest)
 end
 redis.call('SET', KEYS[2], bytes, 'EX', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -418,7 +422,7 @@ impl SessionStore for RedisStore {
         delta: i64,
     ) -> Result<i64, KvError> {
         let keys = Keys::of(id);
-        let outcome: (i64, Option<String>) = self
+        let outcome: (i64, String) = self
             .scripts
             .increment
             .key(&keys.session)
@@ -434,7 +438,7 @@ impl SessionStore for RedisStore {
             .await
             .map_err(kv_error)?;
         match outcome {
-            (0, Some(text)) => text
+            (0, text) => text
                 .parse()
                 .map_err(|_| PluginDataError::NotInteger(key.to_owned()).into()),
             (-1, _) => Err(KvError::UnknownSession),
