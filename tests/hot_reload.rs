@@ -198,3 +198,65 @@ async fn a_restart_takes_compiled_plugins_from_the_cache() {
     assert_eq!(entries.len(), 1, "one compiled plugin: {entries:?}");
     assert!(entries[0].ends_with(".cwasm"), "{entries:?}");
 }
+
+/// What the reloader logged so far, in the log file beside the config.
+fn reloads(log: &Path) -> usize {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.matches("reload: no plugin changed").count() + text.matches("reloaded plugins").count()
+}
+
+#[tokio::test]
+async fn its_own_log_and_store_beside_the_config_trigger_nothing_and_steady_writes_still_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(plugin("tool-guard"), dir.path().join("guard.wasm")).unwrap();
+    let with_store = |deny: &str| {
+        format!(
+            "{}[session]\nstore = \"sqlite:sessions.db\"\n",
+            guard_config(deny, true)
+        )
+    };
+    let config = write_config(dir.path(), &with_store("add"));
+    // As an operator runs it: the debug log written into the config's directory, the SQLite
+    // store there too (every session writes it).
+    let log = dir.path().join("membrane.log");
+    let server = rmcp_server();
+    let _membrane = common::http::Background::spawn_to(
+        tokio::process::Command::new(common::membrane())
+            .args(["reverse", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--")
+            .arg(&server)
+            .env("MEMBRANE_LOG", "membrane=debug")
+            .env("XDG_CACHE_HOME", common::cache_home()),
+        &log,
+    );
+    let url = common::services::logged_url(&log, "listening on ").await;
+    let mut client = common::http::Http::new(&url);
+    client.initialize().await;
+    for id in 1..=5 {
+        client.call_tool(id, "echo", json!({"message": "x"})).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(reloads(&log), 0, "membrane's own writes reloaded it");
+
+    // Writes every 100 ms for 3 s, never quiet for the debounce: reloads still happen, about
+    // once per second, and the last write wins.
+    for n in 0..30 {
+        let deny = if n == 29 { "delete_*" } else { "add" };
+        replace(&config, with_store(deny).as_bytes());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    common::services::eventually("add allowed by the last write", async || {
+        client
+            .call_tool(100, "add", json!({"a": 1, "b": 2}))
+            .await
+            .get("error")
+            .is_none()
+    })
+    .await;
+    let during = reloads(&log);
+    assert!(
+        (2..=8).contains(&during),
+        "{during} reloads for 3 s of writes"
+    );
+}

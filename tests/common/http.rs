@@ -30,6 +30,23 @@ impl Background {
         Self { child, log }
     }
 
+    /// Spawns `command` with its stderr written to the file `log`, as an operator's redirect
+    /// would (its `log` tail stays empty).
+    pub fn spawn_to(command: &mut Command, log: &std::path::Path) -> Self {
+        let file = std::fs::File::create(log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning a background process");
+        Self {
+            child,
+            log: LogTail::default(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().expect("still running")
     }

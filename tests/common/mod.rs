@@ -285,7 +285,7 @@ pub fn cache_home() -> PathBuf {
 }
 
 /// A process's stderr as it is written: kept for assertions, echoed to the test's stderr.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct LogTail(Arc<Mutex<String>>);
 
 impl LogTail {

@@ -130,3 +130,17 @@ pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
     panic!("{what}: not within 10 s");
 }
+
+/// The URL logged after `marker` in the log file `log` (up to the next whitespace), once it is
+/// there.
+pub async fn logged_url(log: &std::path::Path, marker: &str) -> String {
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|line| line.contains(marker)) {
+            let start = line.find(marker).unwrap() + marker.len();
+            return line[start..].split_whitespace().next().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} never logged {marker:?}", log.display());
+}
