@@ -138,8 +138,9 @@ impl Pipeline {
         let frame_id = session.frames.fetch_add(1, Ordering::Relaxed) + 1;
         match frame {
             Frame::Message(message) => match message.validate() {
+                // Boxed, as every path beyond the plain forward: see `route`.
                 Ok(MessageKind::Batch) => {
-                    self.process_batch(session, lane, message, frame_id).await
+                    Box::pin(self.process_batch(session, lane, message, frame_id)).await
                 }
                 Ok(kind) => match self.track(session, lane.direction, &message, kind).await {
                     Tracked::Go(request_method) => {
@@ -175,6 +176,21 @@ impl Pipeline {
             return;
         }
         let chain = Guard::into_inner(chain);
+        // Boxed: the chain's state lives only while a message is in it, so an idle session's
+        // tasks stay small.
+        Box::pin(self.intercept(session, lane, chain, message, request_method, frame_id)).await;
+    }
+
+    /// Runs the chain on a message and enacts its outcome.
+    async fn intercept(
+        self: &Arc<Self>,
+        session: &Arc<SessionContext>,
+        lane: &Lane,
+        chain: Arc<InterceptorChain>,
+        message: Message,
+        request_method: Option<String>,
+        frame_id: u64,
+    ) {
         let transport = match lane.direction {
             Direction::ClientToServer => session.client_transport,
             Direction::ServerToClient => session.upstream_transport,
@@ -341,13 +357,8 @@ impl Pipeline {
                     return Tracked::Refused(refused);
                 }
                 if method == INITIALIZE && direction == Direction::ClientToServer {
-                    self.note_protocol_version(
-                        session,
-                        message,
-                        "params",
-                        SessionStatus::Initializing,
-                    )
-                    .await;
+                    let status = SessionStatus::Initializing;
+                    Box::pin(self.note_protocol_version(session, message, "params", status)).await;
                 }
                 Tracked::Go(None)
             }
@@ -356,8 +367,8 @@ impl Pipeline {
                     return Tracked::Unmatched;
                 };
                 if request.method == INITIALIZE && kind == MessageKind::Response {
-                    self.note_protocol_version(session, message, "result", SessionStatus::Active)
-                        .await;
+                    let status = SessionStatus::Active;
+                    Box::pin(self.note_protocol_version(session, message, "result", status)).await;
                 }
                 Tracked::Go(Some(request.method))
             }
@@ -547,7 +558,6 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use tokio::sync::mpsc;
 
     use super::*;
     use crate::interceptor::{
@@ -598,8 +608,8 @@ mod tests {
         session: Arc<SessionContext>,
         to_server: Lane,
         to_client: Lane,
-        server_in: mpsc::Receiver<Message>,
-        client_in: mpsc::Receiver<Message>,
+        server_in: flume::Receiver<Message>,
+        client_in: flume::Receiver<Message>,
     }
 
     async fn harness() -> Harness {
@@ -672,7 +682,7 @@ mod tests {
 
     #[tokio::test]
     async fn follows_the_handshake_and_correlates_answers() {
-        let mut h = harness().await;
+        let h = harness().await;
         h.client_sends(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#).await;
         assert_eq!(
             h.stored().await.protocol_version.as_deref(),
@@ -733,7 +743,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_blocked_request_is_answered_and_forgotten() {
-        let mut h = harness().await;
+        let h = harness().await;
         h.client_sends(
             r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"blocked"}}"#,
         )
@@ -747,7 +757,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_nobody_awaits_are_dropped_and_counted() {
-        let mut h = harness().await;
+        let h = harness().await;
         h.client_sends(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#)
             .await;
         assert!(h.server_in.try_recv().is_ok());
@@ -769,7 +779,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_past_the_pending_bound_are_answered_with_an_error() {
-        let mut h = harness().await;
+        let h = harness().await;
         for id in 1..=4 {
             h.client_sends(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#))
                 .await;
@@ -790,7 +800,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_is_split_only_when_an_interceptor_wants_part_of_it() {
-        let mut h = harness().await;
+        let h = harness().await;
         let untouched = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"}]"#;
         h.client_sends(untouched).await;
         assert_eq!(

@@ -172,6 +172,8 @@ impl Pipeline {
             _ = &mut from_upstream => Ending::UpstreamLeft,
             _ = closed.cancelled() => Ending::SessionClosed,
         };
+        // Boxed: winding down takes more state than serving, and a session serves far longer.
+        Box::pin(async move {
         // From here on, held messages are blocked rather than delivered.
         context.ending.cancel();
         // Closed for a restart, a session that can be revived stays in the store and upstream.
@@ -224,6 +226,8 @@ impl Pipeline {
             upstream: upstream_closed,
             upstream_first: matches!(ending, Ending::UpstreamLeft),
         })
+        })
+        .await
     }
 
     /// Feeds frames from one side into the pipeline until that side ends or `stop` fires; a

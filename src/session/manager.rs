@@ -210,16 +210,19 @@ impl SessionManager {
     /// from the store too (a session kept there can be revived, by this process after a
     /// restart or by another replica).
     pub async fn remove(&self, id: &SessionId, keep: bool) -> Result<(), SessionError> {
+        // The store first: while the session is live here it cannot be revived, so no request
+        // can bring it back between the two.
+        let stored = match keep {
+            true => Ok(false),
+            false => self.bounded(self.store.remove(id)).await,
+        };
         let Some(live) = self.live_sessions().remove(id) else {
             return Ok(());
         };
         live.closed().cancel();
         self.closed.fetch_add(1, Ordering::Relaxed);
-        if !keep {
-            self.bounded(self.store.remove(id)).await?;
-        }
         tracing::debug!(session = %id, kept = keep, "session removed");
-        Ok(())
+        stored.map(drop).map_err(Into::into)
     }
 
     /// Asks every live session to close (on shutdown). With a durable store they are kept

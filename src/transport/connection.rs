@@ -39,22 +39,24 @@ pub enum Frame {
 /// Frames arriving from the peer, in order; ends when the peer closes its side.
 pub type Inbound = Pin<Box<dyn Stream<Item = Frame> + Send>>;
 
-/// Messages queued for delivery to the peer. Cloneable; delivery order is send order.
+/// Messages queued for delivery to the peer. Cloneable; delivery order is send order. The
+/// queue (flume's) takes memory only for what it holds, so an idle session's queues cost
+/// next to nothing.
 #[derive(Debug, Clone)]
-pub struct Outbox(mpsc::Sender<Message>);
+pub struct Outbox(flume::Sender<Message>);
 
 impl Outbox {
     /// Queues a message; waits while the peer is slow to read (back-pressure). Returns `false`
     /// when the connection is closed and the message was not queued.
     pub async fn send(&self, message: Message) -> bool {
-        self.0.send(message).await.is_ok()
+        self.0.send_async(message).await.is_ok()
     }
 }
 
 impl Outbox {
     /// An outbox whose messages land in the returned receiver (for a transport to drain).
-    pub fn channel() -> (Outbox, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
+    pub fn channel() -> (Outbox, flume::Receiver<Message>) {
+        let (tx, rx) = flume::bounded(OUTBOX_DEPTH);
         (Outbox(tx), rx)
     }
 }
@@ -62,23 +64,29 @@ impl Outbox {
 /// Hands each queued message to `each` until `finish` fires, then refuses new messages and
 /// hands over those still queued: how a connection's sender ends without losing a message.
 pub(crate) async fn drain_until<F: Future<Output = ()>>(
-    mut queue: mpsc::Receiver<Message>,
+    queue: flume::Receiver<Message>,
     finish: CancellationToken,
     mut each: impl FnMut(Message) -> F,
 ) {
     loop {
         let message = tokio::select! {
             biased;
-            message = queue.recv() => message,
+            message = queue.recv_async() => message.ok(),
             _ = finish.cancelled() => None,
         };
         let Some(message) = message else { break };
         each(message).await;
     }
-    queue.close();
-    while let Some(message) = queue.recv().await {
+    for message in close(queue) {
         each(message).await;
     }
+}
+
+/// Closes a queue: later sends fail; returns what it still held.
+pub(crate) fn close<T>(queue: flume::Receiver<T>) -> Vec<T> {
+    let left = queue.drain().collect();
+    drop(queue);
+    left
 }
 
 /// The messages of a channel as a stream, for connections fed by tasks.
@@ -327,13 +335,13 @@ impl Writer {
     {
         // Buffered, so a message and its newline leave in one write and a burst in a few.
         let mut sink = BufWriter::with_capacity(WRITE_BUFFER, sink);
-        let (tx, mut rx) = mpsc::channel::<Message>(OUTBOX_DEPTH);
+        let (tx, rx) = flume::bounded::<Message>(OUTBOX_DEPTH);
         let (finish, mut finishing) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
                     biased;
-                    message = rx.recv() => message,
+                    message = rx.recv_async() => message.ok(),
                     _ = &mut finishing => None,
                 };
                 let Some(message) = message else { break };
@@ -343,8 +351,7 @@ impl Writer {
                 }
             }
             // Refuse new messages but deliver what is queued.
-            rx.close();
-            while let Some(message) = rx.recv().await {
+            for message in close(rx) {
                 write_line(&mut sink, &message).await?;
             }
             sink.flush().await?;

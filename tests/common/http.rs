@@ -96,8 +96,18 @@ pub async fn membrane_reverse_on(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (Background, String) {
+    membrane_build_reverse(&membrane(), listen, args, env).await
+}
+
+/// [`membrane_reverse_on`] with the binary `build` (another build, for a baseline).
+pub async fn membrane_build_reverse(
+    build: &str,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Background, String) {
     let membrane = Background::spawn(
-        Command::new(membrane())
+        Command::new(build)
             .args(["reverse", "--listen", listen])
             .args(args)
             .env("MEMBRANE_LOG", "membrane=debug")

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,7 +41,7 @@ use crate::protocol::{
 use crate::transport::tls::{ClientTlsOptions, certificate_hint};
 use crate::transport::{
     AnswerModes, Closed, Connection, ConnectionCloser, Frame, Listening, Outbox, OutgoingTransport,
-    ResponseMode, TransportError, TransportType, drain_until, receiver_stream,
+    ResponseMode, TransportError, TransportType, drain_until,
 };
 
 /// Timeouts, limits, TLS and headers of the upstream HTTP client.
@@ -170,7 +170,7 @@ impl StreamableHttpOutgoing {
         forwarded: Option<HeaderMap>,
         listening: watch::Receiver<usize>,
     ) -> (Connection, Arc<UpstreamSession>) {
-        let (frames, inbound) = mpsc::channel(INBOUND_DEPTH);
+        let (frames, inbound) = flume::bounded(INBOUND_DEPTH);
         let session_id = Arc::new(session_id.map(OnceLock::from).unwrap_or_default());
         let answer_modes = AnswerModes::default();
         let session = Arc::new(UpstreamSession {
@@ -189,7 +189,7 @@ impl StreamableHttpOutgoing {
         let finish = CancellationToken::new();
         let writer = tokio::spawn(session.clone().write(queue, finish.clone()));
         let ended = session.ended.clone();
-        let inbound = receiver_stream(inbound).take_until(ended.cancelled_owned());
+        let inbound = inbound.into_stream().take_until(ended.cancelled_owned());
         let mut connection = Connection::new(
             TransportType::StreamableHttp,
             Box::pin(inbound),
@@ -220,7 +220,7 @@ struct UpstreamSession {
     /// Whether the client side holds a stream for what the server starts: the GET stream is
     /// open only meanwhile.
     listening: watch::Receiver<usize>,
-    frames: mpsc::Sender<Frame>,
+    frames: flume::Sender<Frame>,
     /// Fires when the connection is over: closed by membrane or lost upstream.
     ended: CancellationToken,
     end_reason: OnceLock<String>,
@@ -238,7 +238,7 @@ impl UpstreamSession {
     /// Sends queued messages until `finish` fires, then what is still queued. Requests go out
     /// on tasks of their own (a slow tool call must not hold up the rest); notifications and
     /// answers are sent in turn.
-    async fn write(self: Arc<Self>, queue: mpsc::Receiver<Message>, finish: CancellationToken) {
+    async fn write(self: Arc<Self>, queue: flume::Receiver<Message>, finish: CancellationToken) {
         drain_until(queue, finish, |message| self.send_message(message)).await;
     }
 
@@ -248,7 +248,8 @@ impl UpstreamSession {
             return;
         }
         let initialized = message.method() == Some("notifications/initialized");
-        self.clone().post(message).await;
+        // Boxed: a request's state lives only while it is sent, so an idle writer stays small.
+        Box::pin(self.clone().post(message)).await;
         if initialized {
             self.tasks.spawn(self.clone().listen());
         }
@@ -366,7 +367,7 @@ impl UpstreamSession {
             && sent.request_id.is_some()
             && message.id() == sent.request_id.as_deref();
         if answers {
-            let _ = self.frames.send(Frame::Message(message)).await;
+            let _ = self.frames.send_async(Frame::Message(message)).await;
             return;
         }
         let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
@@ -382,7 +383,7 @@ impl UpstreamSession {
                     &reason,
                     &data,
                 );
-                let _ = self.frames.send(Frame::Message(error)).await;
+                let _ = self.frames.send_async(Frame::Message(error)).await;
             }
             None => tracing::warn!("{reason}"),
         }
@@ -397,7 +398,7 @@ impl UpstreamSession {
                     id: sent.request_id.clone(),
                     request: false,
                 };
-                let _ = self.frames.send(frame).await;
+                let _ = self.frames.send_async(frame).await;
             }
             // An empty body (a notification's 202, say) carries nothing to pass on.
             Ok(body) if body.is_empty() => {
@@ -539,7 +540,7 @@ impl UpstreamSession {
                 let answer = !request && id.is_some() && id == sent.request_id;
                 let _ = self
                     .frames
-                    .send(Frame::Oversized { len, id, request })
+                    .send_async(Frame::Oversized { len, id, request })
                     .await;
                 answer
             }
@@ -632,7 +633,7 @@ impl UpstreamSession {
         {
             let _ = self.protocol_version.set(version);
         }
-        let _ = self.frames.send(Frame::Message(message)).await;
+        let _ = self.frames.send_async(Frame::Message(message)).await;
     }
 
     /// Answers a request that the upstream will not answer with a JSON-RPC error.
@@ -640,7 +641,7 @@ impl UpstreamSession {
         tracing::warn!(id = sent.request_id.as_deref(), "{reason}");
         if let Some(id) = sent.request_id.as_deref() {
             let error = error_response(Some(id), ErrorCode::UpstreamUnavailable, reason);
-            let _ = self.frames.send(Frame::Message(error)).await;
+            let _ = self.frames.send_async(Frame::Message(error)).await;
         }
     }
 

@@ -30,7 +30,7 @@ use crate::protocol::{Message, MessageKind};
 use crate::session::{EventWriter, SessionId};
 use crate::transport::{
     AnswerModes, Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Listening,
-    Opening, Outbox, TransportError, TransportType, drain_until, receiver_stream,
+    Opening, Outbox, TransportError, TransportType, drain_until,
 };
 
 /// How the HTTP front behaves; every bound has a safe default in the configuration.
@@ -201,7 +201,7 @@ struct ClientSession {
     /// Given once a session is opened for it.
     id: OnceLock<SessionId>,
     principal: Option<Arc<Principal>>,
-    inbound: mpsc::Sender<Frame>,
+    inbound: flume::Sender<Frame>,
     /// Fires when the client ends the session.
     ended: CancellationToken,
     streams: Arc<SessionStreams>,
@@ -214,7 +214,7 @@ impl ClientSession {
     /// Feeds a message into the session; false when the session has ended.
     async fn send(&self, message: Message) -> bool {
         tokio::select! {
-            sent = self.inbound.send(Frame::Message(message)) => sent.is_ok(),
+            sent = self.inbound.send_async(Frame::Message(message)) => sent.is_ok(),
             _ = self.ended.cancelled() => false,
         }
     }
@@ -232,7 +232,7 @@ impl ClientSession {
 /// A new client side and the connection that carries it to the pipeline; it joins the
 /// front's sessions once admitted.
 fn client_connection(front: &Arc<Front>, opening: Opening) -> (Connection, Arc<ClientSession>) {
-    let (inbound, frames) = mpsc::channel::<Frame>(INBOUND_DEPTH);
+    let (inbound, frames) = flume::bounded::<Frame>(INBOUND_DEPTH);
     let ended = CancellationToken::new();
     let streams = Arc::new(SessionStreams::new(
         front.options.event_retention_bytes,
@@ -255,7 +255,7 @@ fn client_connection(front: &Arc<Front>, opening: Opening) -> (Connection, Arc<C
         front.options.send_timeout,
         finish.clone(),
     ));
-    let inbound = receiver_stream(frames).take_until(ended.cancelled_owned());
+    let inbound = frames.into_stream().take_until(ended.cancelled_owned());
     let mut connection = Connection::new(
         TransportType::StreamableHttp,
         Box::pin(inbound),
@@ -277,7 +277,7 @@ fn client_connection(front: &Arc<Front>, opening: Opening) -> (Connection, Arc<C
 /// within `send_timeout` loses that stream (its events stay for a resuming GET), so one stalled
 /// reader cannot hold up the session.
 async fn route_to_client(
-    queue: mpsc::Receiver<Message>,
+    queue: flume::Receiver<Message>,
     client: Arc<ClientSession>,
     send_timeout: Duration,
     finish: CancellationToken,
