@@ -21,8 +21,8 @@ use membrane::proxy::Pipeline;
 use membrane::session::{SessionConfig, SessionManager};
 use membrane::transport::streamable_http::{FrontOptions, HostPolicy, StreamableHttpIncoming};
 use membrane::transport::{
-    Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Outbox, OutgoingTransport,
-    TransportError, TransportType,
+    Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Listening, Outbox,
+    OutgoingTransport, TransportError, TransportType,
 };
 use tower::ServiceExt;
 
@@ -91,11 +91,11 @@ impl OutgoingTransport for Echo {
         TransportType::Stdio
     }
 
-    async fn connect(&self) -> Result<Connection, TransportError> {
-        let (outbox, mut queue) = Outbox::channel();
+    async fn connect(&self, _: &Listening) -> Result<Connection, TransportError> {
+        let (outbox, queue) = Outbox::channel();
         let (frames, inbound) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            while let Some(message) = queue.recv().await {
+            while let Ok(message) = queue.recv_async().await {
                 if message.kind() != Some(MessageKind::Request) {
                     continue;
                 }
@@ -258,7 +258,7 @@ async fn drive(exchanges: Vec<Exchange>) {
             assert!(sessions.stats().active <= 4, "the session limit holds");
         }
     }
-    sessions.close_all().await;
+    sessions.close_all();
     acceptor.abort();
 }
 

@@ -421,9 +421,11 @@ impl Pipeline {
             .unwrap_or_else(|e| e.into_inner()) = Some(version.into());
         let version = version.to_owned();
         let upstream_session_id = session.upstream_session_id.get().cloned();
-        if status == SessionStatus::Active {
-            tracing::debug!(session = %session.id, version, upstream_session = upstream_session_id.as_deref().unwrap_or("-"), "session initialized");
+        if status == SessionStatus::Initializing {
+            // Proposed only: the store hears the version the server agrees to.
+            return;
         }
+        tracing::debug!(session = %session.id, version, upstream_session = upstream_session_id.as_deref().unwrap_or("-"), "session initialized");
         let _ = self
             .sessions
             .update(&session.id, |s| {
@@ -684,11 +686,12 @@ mod tests {
     async fn follows_the_handshake_and_correlates_answers() {
         let h = harness().await;
         h.client_sends(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#).await;
+        let proposed = h.stored().await;
         assert_eq!(
-            h.stored().await.protocol_version.as_deref(),
-            Some("2025-06-18")
+            (proposed.protocol_version, proposed.status),
+            (None, SessionStatus::Initializing),
+            "the store is written once the server agrees"
         );
-        assert_eq!(h.stored().await.status, SessionStatus::Initializing);
         h.server_sends(r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-03-26"}}"#)
             .await;
         let stored = h.stored().await;

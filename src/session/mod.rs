@@ -79,10 +79,8 @@ impl fmt::Display for SessionId {
 pub enum SessionStatus {
     /// Created; the initialize handshake has not completed.
     Initializing,
+    /// Initialized: the only state in which a session may be revived.
     Active,
-    /// Asked to close; whoever serves it is winding it down.
-    Closing,
-    Closed,
 }
 
 /// What the store keeps of a session (as JSON in the durable stores).
