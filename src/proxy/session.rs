@@ -1,10 +1,12 @@
 //! Opening and serving one session. [`Pipeline::open_session`] turns a client connection into
-//! a session: it is created within the session limit, its upstream side connected, and the
-//! client side told either way. Serving it runs two pumps (client to server, server to client)
+//! a session: it is created within the session limit (or revived from a durable store, its
+//! upstream session resumed), its upstream side connected, and the client side told either
+//! way. Serving it runs two pumps (client to server, server to client)
 //! feeding the [`Pipeline`], and ends in order whichever side goes first. When the client
 //! leaves, the server's stdin is closed and its last answers are still relayed; when the server
 //! dies, every request it left unanswered gets a JSON-RPC error; when the session is closed
-//! (idle timeout, shutdown), both sides are released.
+//! (idle timeout, shutdown, a removal on another replica), both sides are released, except that
+//! on shutdown a durable store keeps a revivable session and its upstream session open.
 
 use std::sync::Arc;
 use std::time::Duration;

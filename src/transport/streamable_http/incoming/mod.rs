@@ -3,7 +3,9 @@
 //! exchange of 2026-07-28) is accepted as a [`Connection`] whose inbound frames are the
 //! client's POSTs and whose outbox is routed onto the session's SSE streams
 //! ([`SessionStreams`]). Whoever accepts it decides whether a session opens ([`Admission`]);
-//! the request that opened it is answered accordingly. The axum app ([`StreamableHttpIncoming::router`])
+//! the request that opened it is answered accordingly. A request naming a session this process
+//! does not serve opens a connection to resume it, when the session store outlives the process
+//! (a restart, another replica). The axum app ([`StreamableHttpIncoming::router`])
 //! is a stack of small checks ([`checks`]: Host, Origin, authentication, body bounds, headers,
 //! session lookup) in front of three handlers ([`handlers`]: POST, GET, DELETE) and the
 //! protected resource metadata. Serving the app on a socket is [`HttpServer`](super::super::http_server::HttpServer)'s job.
