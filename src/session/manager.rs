@@ -106,11 +106,6 @@ impl SessionManager {
         Self::new(Arc::new(MemoryStore::default()), config)
     }
 
-    /// Whether sessions outlive this process (and can be revived).
-    pub fn durable(&self) -> bool {
-        self.store.durable()
-    }
-
     /// Creates a session for `principal`, or refuses when the limit is reached or the store
     /// does not take it.
     pub async fn create(
