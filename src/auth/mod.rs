@@ -39,6 +39,16 @@ impl Principal {
     pub fn same_as(&self, other: &Principal) -> bool {
         self.subject == other.subject && self.issuer == other.issuer
     }
+
+    /// Whether `caller` may use a session opened by `owner`: the same principal, or neither
+    /// authenticated.
+    pub fn may_use(owner: Option<&Principal>, caller: Option<&Principal>) -> bool {
+        match (owner, caller) {
+            (None, None) => true,
+            (Some(owner), Some(caller)) => owner.same_as(caller),
+            _ => false,
+        }
+    }
 }
 
 /// `[auth]` in the configuration.

@@ -61,32 +61,26 @@ impl Pipeline {
     ) -> Result<SessionEnd, ProxyError> {
         let opening = &mut client.opening;
         let principal = opening.principal.clone();
-        let (created, revived) = match opening.resume.clone() {
-            Some(id) => {
-                let revived = self
-                    .sessions
-                    .revive(&id, principal.as_ref(), upstream.transport_type())
-                    .await;
-                match revived {
-                    Ok(Some(session)) => (Ok(session), true),
-                    Ok(None) => {
-                        opening.answer(Admission::Unknown);
-                        return Err(SessionError::Unknown.into());
-                    }
-                    Err(e) => (Err(e), true),
-                }
-            }
-            None => (
+        let revived = opening.resume.is_some();
+        let opened = match &opening.resume {
+            Some(id) => self
+                .sessions
+                .revive(id, principal.as_ref(), upstream.transport_type())
+                .await
+                .and_then(|session| session.ok_or(SessionError::Unknown)),
+            None => {
                 self.sessions
                     .create(client.transport_type, upstream.transport_type(), principal)
-                    .await,
-                false,
-            ),
+                    .await
+            }
         };
-        let mut session = match created {
+        let mut session = match opened {
             Ok(session) => session,
             Err(e) => {
-                opening.answer(Admission::Busy(e.to_string()));
+                opening.answer(match e {
+                    SessionError::Unknown => Admission::Unknown,
+                    _ => Admission::Busy(e.to_string()),
+                });
                 return Err(e.into());
             }
         };

@@ -143,22 +143,16 @@ impl SessionManager {
         let Some(session) = self.bounded(self.store.get(id)).await? else {
             return Ok(None);
         };
-        let owner = match (&session.principal, principal) {
-            (None, None) => true,
-            (Some(owner), Some(caller)) => owner.same_as(caller),
-            _ => false,
-        };
         let revivable = upstream == TransportType::StreamableHttp
             && session.upstream_transport == upstream
             && session.status == SessionStatus::Active;
-        if !owner || !revivable {
+        // One live here already is being wound down: gone as far as the caller is concerned.
+        if !Principal::may_use(session.principal.as_deref(), principal.map(|p| &**p))
+            || !revivable
+            || !self.go_live(id)?
+        {
             return Ok(None);
         }
-        if self.live(id).is_some() {
-            // Being wound down here: gone as far as the caller is concerned.
-            return Ok(None);
-        }
-        self.go_live(id)?;
         self.revived.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session = %id, "session revived from the store");
         Ok(Some(session))
@@ -238,7 +232,7 @@ impl SessionManager {
         plugin: &str,
         key: &str,
     ) -> Result<Option<String>, KvError> {
-        self.bounded_kv(self.store.kv_get(id, plugin, key)).await
+        self.bounded(self.store.kv_get(id, plugin, key)).await
     }
 
     pub async fn kv_set(
@@ -248,12 +242,12 @@ impl SessionManager {
         key: &str,
         value: &str,
     ) -> Result<(), KvError> {
-        self.bounded_kv(self.store.kv_set(id, plugin, key, value))
+        self.bounded(self.store.kv_set(id, plugin, key, value))
             .await
     }
 
     pub async fn kv_delete(&self, id: &SessionId, plugin: &str, key: &str) -> Result<(), KvError> {
-        self.bounded_kv(self.store.kv_delete(id, plugin, key)).await
+        self.bounded(self.store.kv_delete(id, plugin, key)).await
     }
 
     pub async fn kv_increment(
@@ -263,7 +257,7 @@ impl SessionManager {
         key: &str,
         delta: i64,
     ) -> Result<i64, KvError> {
-        self.bounded_kv(self.store.kv_increment(id, plugin, key, delta))
+        self.bounded(self.store.kv_increment(id, plugin, key, delta))
             .await
     }
 
@@ -362,9 +356,12 @@ impl SessionManager {
         }
     }
 
-    /// Makes `id` live here, within the session limit.
-    fn go_live(&self, id: &SessionId) -> Result<(), SessionError> {
+    /// Makes `id` live here, within the session limit; `false` when it already is.
+    fn go_live(&self, id: &SessionId) -> Result<bool, SessionError> {
         let mut live = self.live_sessions();
+        if live.contains_key(id) {
+            return Ok(false);
+        }
         if live.len() >= self.config.max_sessions {
             self.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(SessionError::Limit(self.config.max_sessions));
@@ -372,37 +369,20 @@ impl SessionManager {
         let hot = LiveSession::new(self.config.max_pending_requests);
         hot.touch();
         live.insert(id.clone(), Arc::new(hot));
-        Ok(())
+        Ok(true)
     }
 
-    /// A store call, given up after the store timeout.
-    async fn bounded<T>(
+    /// A store call (records or plugin state), given up after the store timeout.
+    async fn bounded<T, E: From<StoreError>>(
         &self,
-        call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let timeout = self.config.store_timeout;
         tokio::time::timeout(timeout, call)
             .await
             .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "no answer within {} ms",
-                    timeout.as_millis()
-                )))
-            })
-    }
-
-    async fn bounded_kv<T>(
-        &self,
-        call: impl Future<Output = Result<T, KvError>>,
-    ) -> Result<T, KvError> {
-        let timeout = self.config.store_timeout;
-        tokio::time::timeout(timeout, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(
-                    StoreError::Unavailable(format!("no answer within {} ms", timeout.as_millis()))
-                        .into(),
-                )
+                let waited = timeout.as_millis();
+                Err(StoreError::Unavailable(format!("no answer within {waited} ms")).into())
             })
     }
 

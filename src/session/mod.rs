@@ -41,6 +41,12 @@ impl SessionId {
         Self(uuid::Uuid::new_v4().simple().to_string().into())
     }
 
+    /// Whether this could be an id [`SessionId::generate`] made (32 hex digits): worth looking
+    /// up in a store.
+    pub fn is_well_formed(&self) -> bool {
+        self.0.len() == 32 && self.0.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

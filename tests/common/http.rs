@@ -19,13 +19,7 @@ pub struct Background {
 
 impl Background {
     pub fn spawn(command: &mut Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawning a background process");
+        let mut child = start(command, Stdio::piped());
         let log = LogTail::capture(child.stderr.take().unwrap());
         Self { child, log }
     }
@@ -34,15 +28,8 @@ impl Background {
     /// would (its `log` tail stays empty).
     pub fn spawn_to(command: &mut Command, log: &std::path::Path) -> Self {
         let file = std::fs::File::create(log).unwrap();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawning a background process");
         Self {
-            child,
+            child: start(command, file.into()),
             log: LogTail::default(),
         }
     }
@@ -73,11 +60,26 @@ impl Background {
 
     /// The URL a process logged after `marker` (up to the next whitespace).
     async fn logged_url(&self, marker: &str) -> String {
-        let log = self.log.wait_for(marker, 1).await;
-        let line = log.lines().find(|line| line.contains(marker)).unwrap();
-        let start = line.find(marker).unwrap() + marker.len();
-        line[start..].split_whitespace().next().unwrap().to_owned()
+        url_after(&self.log.wait_for(marker, 1).await, marker).unwrap()
     }
+}
+
+/// A background process: no stdin, no stdout, killed when dropped.
+fn start(command: &mut Command, stderr: Stdio) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawning a background process")
+}
+
+/// The word after `marker` in the first line of `log` that has it.
+pub fn url_after(log: &str, marker: &str) -> Option<String> {
+    let line = log.lines().find(|line| line.contains(marker))?;
+    let start = line.find(marker)? + marker.len();
+    Some(line[start..].split_whitespace().next()?.to_owned())
 }
 
 /// `membrane reverse --listen 127.0.0.1:0 ARGS`, and the URL of its endpoint.

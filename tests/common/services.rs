@@ -136,9 +136,8 @@ pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 pub async fn logged_url(log: &std::path::Path, marker: &str) -> String {
     for _ in 0..100 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|line| line.contains(marker)) {
-            let start = line.find(marker).unwrap() + marker.len();
-            return line[start..].split_whitespace().next().unwrap().to_owned();
+        if let Some(url) = super::http::url_after(&text, marker) {
+            return url;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -75,14 +75,6 @@ impl SessionStore for MemoryStore {
         Ok(sessions.values().map(|e| e.session.clone()).collect())
     }
 
-    async fn refresh(&self, _: &[SessionId]) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn sweep(&self) -> Result<u64, StoreError> {
-        Ok(0)
-    }
-
     async fn kv_get(
         &self,
         id: &SessionId,

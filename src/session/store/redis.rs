@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, RedisError, Script};
+use redis::{AsyncCommands, RedisError, Script, ScriptInvocation};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +63,7 @@ redis.call('EXPIRE', KEYS[3], ARGV[5])
 return 0
 ";
 
-/// Deletes a plugin's value. KEYS: session, kv, kvsize. ARGV: field, plugin, key length.
+/// Deletes a plugin's value. KEYS and ARGV as SET, without the value.
 const DELETE: &str = r"
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 if old then
@@ -122,36 +122,13 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 0
 ";
 
-/// The keys of one session.
-struct Keys {
-    session: String,
-    kv: String,
-    kv_size: String,
-    events: String,
-    event_bytes: String,
-}
+/// What a session keeps in Redis, each a key of its own: the record, the plugins' state and
+/// its byte count per plugin, the events and their byte count.
+const PARTS: [&str; 5] = ["session", "kv", "kvsize", "events", "evbytes"];
 
-impl Keys {
-    fn of(id: &SessionId) -> Self {
-        let tag = format!("membrane:{{{id}}}");
-        Self {
-            session: format!("{tag}:session"),
-            kv: format!("{tag}:kv"),
-            kv_size: format!("{tag}:kvsize"),
-            events: format!("{tag}:events"),
-            event_bytes: format!("{tag}:evbytes"),
-        }
-    }
-
-    fn all(&self) -> [&str; 5] {
-        [
-            &self.session,
-            &self.kv,
-            &self.kv_size,
-            &self.events,
-            &self.event_bytes,
-        ]
-    }
+/// The key of one part of a session's state; the hash tag keeps them on one shard.
+fn key(id: &SessionId, part: &str) -> String {
+    format!("membrane:{{{id}}}:{part}")
 }
 
 /// A plugin's key within the session's hash.
@@ -206,12 +183,36 @@ impl RedisStore {
         self.connection.clone()
     }
 
+    /// An invocation of one of the plugin-state scripts, with what they all take: KEYS session,
+    /// kv, kvsize; ARGV field, plugin, key length, limit, ttl (the script's own argument next).
+    fn kv_script<'a>(
+        &self,
+        script: &'a Script,
+        id: &SessionId,
+        plugin: &str,
+        name: &str,
+    ) -> ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        for part in ["session", "kv", "kvsize"] {
+            invocation.key(key(id, part));
+        }
+        invocation
+            .arg(field(plugin, name))
+            .arg(plugin)
+            .arg(name.len())
+            .arg(PLUGIN_DATA_LIMIT)
+            .arg(self.ttl);
+        invocation
+    }
+
     async fn write(&self, session: &Session, only_if_stored: bool) -> Result<bool, StoreError> {
-        let keys = Keys::of(&session.id);
         let record =
             serde_json::to_string(session).map_err(|e| StoreError::Backend(e.to_string()))?;
         let mut set = redis::cmd("SET");
-        set.arg(&keys.session).arg(record).arg("EX").arg(self.ttl);
+        set.arg(key(&session.id, "session"))
+            .arg(record)
+            .arg("EX")
+            .arg(self.ttl);
         if only_if_stored {
             set.arg("XX");
         }
@@ -283,7 +284,7 @@ impl SessionStore for RedisStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let record: Option<String> = self
             .connection()
-            .get(Keys::of(id).session)
+            .get(key(id, "session"))
             .await
             .map_err(store_error)?;
         record
@@ -300,9 +301,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
-        let keys = Keys::of(id);
+        let keys = PARTS.map(|part| key(id, part));
         let (removed, _): (u64, u64) = redis::pipe()
-            .del(&keys.all()[..])
+            .del(&keys[..])
             .publish(REMOVED_CHANNEL, id.as_str())
             .query_async(&mut self.connection())
             .await
@@ -341,8 +342,8 @@ impl SessionStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            for key in Keys::of(id).all() {
-                pipe.expire(key, self.ttl as i64).ignore();
+            for part in PARTS {
+                pipe.expire(key(id, part), self.ttl as i64).ignore();
             }
         }
         pipe.query_async::<()>(&mut self.connection())
@@ -350,19 +351,14 @@ impl SessionStore for RedisStore {
             .map_err(store_error)
     }
 
-    async fn sweep(&self) -> Result<u64, StoreError> {
-        // Redis expires keys itself.
-        Ok(0)
-    }
-
     async fn kv_get(
         &self,
         id: &SessionId,
         plugin: &str,
-        key: &str,
+        name: &str,
     ) -> Result<Option<String>, KvError> {
         self.connection()
-            .hget(Keys::of(id).kv, field(plugin, key))
+            .hget(key(id, "kv"), field(plugin, name))
             .await
             .map_err(kv_error)
     }
@@ -371,21 +367,11 @@ impl SessionStore for RedisStore {
         &self,
         id: &SessionId,
         plugin: &str,
-        key: &str,
+        name: &str,
         value: &str,
     ) -> Result<(), KvError> {
-        let keys = Keys::of(id);
         let outcome: i64 = self
-            .scripts
-            .set
-            .key(&keys.session)
-            .key(&keys.kv)
-            .key(&keys.kv_size)
-            .arg(field(plugin, key))
-            .arg(plugin)
-            .arg(key.len())
-            .arg(PLUGIN_DATA_LIMIT)
-            .arg(self.ttl)
+            .kv_script(&self.scripts.set, id, plugin, name)
             .arg(value)
             .invoke_async(&mut self.connection())
             .await
@@ -397,42 +383,23 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn kv_delete(&self, id: &SessionId, plugin: &str, key: &str) -> Result<(), KvError> {
-        let keys = Keys::of(id);
-        let _: i64 = self
-            .scripts
-            .delete
-            .key(&keys.session)
-            .key(&keys.kv)
-            .key(&keys.kv_size)
-            .arg(field(plugin, key))
-            .arg(plugin)
-            .arg(key.len())
-            .invoke_async(&mut self.connection())
+    async fn kv_delete(&self, id: &SessionId, plugin: &str, name: &str) -> Result<(), KvError> {
+        self.kv_script(&self.scripts.delete, id, plugin, name)
+            .invoke_async::<i64>(&mut self.connection())
             .await
-            .map_err(kv_error)?;
-        Ok(())
+            .map(drop)
+            .map_err(kv_error)
     }
 
     async fn kv_increment(
         &self,
         id: &SessionId,
         plugin: &str,
-        key: &str,
+        name: &str,
         delta: i64,
     ) -> Result<i64, KvError> {
-        let keys = Keys::of(id);
         let outcome: (i64, String) = self
-            .scripts
-            .increment
-            .key(&keys.session)
-            .key(&keys.kv)
-            .key(&keys.kv_size)
-            .arg(field(plugin, key))
-            .arg(plugin)
-            .arg(key.len())
-            .arg(PLUGIN_DATA_LIMIT)
-            .arg(self.ttl)
+            .kv_script(&self.scripts.increment, id, plugin, name)
             .arg(delta)
             .invoke_async(&mut self.connection())
             .await
@@ -440,11 +407,11 @@ impl SessionStore for RedisStore {
         match outcome {
             (0, text) => text
                 .parse()
-                .map_err(|_| PluginDataError::NotInteger(key.to_owned()).into()),
+                .map_err(|_| PluginDataError::NotInteger(name.to_owned()).into()),
             (-1, _) => Err(KvError::UnknownSession),
             (-2, _) => Err(PluginDataError::Full.into()),
-            (-4, _) => Err(PluginDataError::Overflow(key.to_owned()).into()),
-            _ => Err(PluginDataError::NotInteger(key.to_owned()).into()),
+            (-4, _) => Err(PluginDataError::Overflow(name.to_owned()).into()),
+            _ => Err(PluginDataError::NotInteger(name.to_owned()).into()),
         }
     }
 
@@ -461,9 +428,8 @@ impl EventStore for RedisStore {
         events: &[StoredEvent],
         budget: usize,
     ) -> Result<(), StoreError> {
-        let keys = Keys::of(id);
-        let mut invocation = self.scripts.append.key(&keys.events);
-        invocation.key(&keys.event_bytes).arg(budget).arg(self.ttl);
+        let mut invocation = self.scripts.append.key(key(id, "events"));
+        invocation.key(key(id, "evbytes")).arg(budget).arg(self.ttl);
         for event in events {
             let mut entry = format!("{}.{}\n", event.stream, event.seq).into_bytes();
             entry.extend_from_slice(event.message.raw());
@@ -484,7 +450,7 @@ impl EventStore for RedisStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let entries: Vec<Vec<u8>> = self
             .connection()
-            .lrange(Keys::of(id).events, 0, -1)
+            .lrange(key(id, "events"), 0, -1)
             .await
             .map_err(store_error)?;
         Ok(entries

@@ -118,14 +118,7 @@ impl SqliteStore {
                     |row| row.get(0),
                 )
                 .map_err(backend)?;
-            let current: Option<String> = tx
-                .query_row(
-                    "SELECT value FROM plugin_kv WHERE session = ?1 AND plugin = ?2 AND key = ?3",
-                    params![id, plugin, key],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
+            let current = stored_value(&tx, &id, &plugin, &key).map_err(backend)?;
             let (next, result) = change(size as usize, current.as_deref())?;
             match next {
                 Some(value) => tx.execute(
@@ -144,6 +137,22 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// The value one plugin keeps under `key` in a session.
+fn stored_value(
+    connection: &Connection,
+    id: &str,
+    plugin: &str,
+    key: &str,
+) -> rusqlite::Result<Option<String>> {
+    connection
+        .query_row(
+            "SELECT value FROM plugin_kv WHERE session = ?1 AND plugin = ?2 AND key = ?3",
+            params![id, plugin, key],
+            |row| row.get(0),
+        )
+        .optional()
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -303,14 +312,7 @@ impl SessionStore for SqliteStore {
     ) -> Result<Option<String>, KvError> {
         let (id, plugin, key) = (id.to_string(), plugin.to_owned(), key.to_owned());
         self.run(move |connection| {
-            connection
-                .query_row(
-                    "SELECT value FROM plugin_kv WHERE session = ?1 AND plugin = ?2 AND key = ?3",
-                    params![id, plugin, key],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(|e| KvError::Store(backend(e)))
+            stored_value(connection, &id, &plugin, &key).map_err(|e| KvError::Store(backend(e)))
         })
         .await
     }

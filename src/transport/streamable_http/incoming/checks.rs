@@ -571,7 +571,7 @@ pub async fn lookup(
     let id = SessionId::from(id.to_str().unwrap_or(""));
     let client = match front.client(&id) {
         Some(client) => client,
-        None if front.options.revive && plausible_session_id(&id) => {
+        None if front.options.revive && id.is_well_formed() => {
             super::handlers::revive(front, id, caller.cloned()).await?
         }
         None => return Err(Refusal::session_not_found()),
@@ -581,12 +581,6 @@ pub async fn lookup(
     } else {
         Err(Refusal::session_not_found())
     }
-}
-
-/// Whether `id` could be one membrane minted (32 hex digits), before asking the store.
-fn plausible_session_id(id: &SessionId) -> bool {
-    let id = id.as_str();
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

@@ -223,11 +223,7 @@ impl ClientSession {
 
     /// Whether `principal` may use this session: the one that opened it.
     fn belongs_to(&self, principal: Option<&Arc<Principal>>) -> bool {
-        match (&self.principal, principal) {
-            (None, None) => true,
-            (Some(owner), Some(caller)) => owner.same_as(caller),
-            _ => false,
-        }
+        Principal::may_use(self.principal.as_deref(), principal.map(|p| &**p))
     }
 }
 
