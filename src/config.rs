@@ -23,8 +23,16 @@
 //!                               # durable stores keep idle sessions this long (24 h if none)
 //! max_pending_requests = 256    # requests awaiting an answer, per session and direction
 //!
-//! [pause]
-//! on_timeout = "block"          # or "continue"
+//! [pause]                       # messages held for a human (see the `approval` plugin)
+//! on_timeout = "block"          # or "continue": what a held message nobody settles becomes
+//! max_held = 1024               # held at once; past it, a pause blocks at once
+//!
+//! [admin]                       # the operator's API, console and /metrics (see crate::admin)
+//! listen = "127.0.0.1:9464"     # its own port, never the MCP one; beyond loopback needs [tls]
+//! token_file = "admin-token"    # the bearer token, required for all but /healthz and /readyz
+//!
+//! [audit]                       # one JSON line per verdict other than continue, per settled
+//! file = "audit.jsonl"          # held message and per reload; "-" for stderr
 //!
 //! [http]                        # Streamable HTTP, either side
 //! allowed_hosts = ["mcp.example.com"]   # Host names besides loopback ones (those only when
@@ -78,6 +86,8 @@
 //! name = "tool-guard"
 //! path = "tool_guard.wasm"      # relative to this file
 //! on_error = "block"            # or "continue"
+//! on_timeout = "deny"           # a message it holds that nobody settles: "deny" or "approve";
+//!                               # default: [pause] on_timeout
 //! timeout_ms = 100
 //! max_memory_mb = 64
 //! max_instances = 16
@@ -98,7 +108,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
-use crate::interceptor::{FailurePolicy, PauseTimeoutPolicy};
+use crate::interceptor::{FailurePolicy, LinkPolicy, PauseTimeoutPolicy};
 use crate::session::{SessionConfig, StoreSpec};
 use crate::transport::streamable_http::{FrontOptions, HostPolicy, UpstreamOptions};
 use crate::transport::tls::ClientTlsOptions;
@@ -145,6 +155,10 @@ pub struct Config {
     pub tls: Option<TlsSection>,
     /// Require bearer tokens from HTTP clients.
     pub auth: Option<AuthConfig>,
+    /// Serve the admin API.
+    pub admin: Option<AdminSection>,
+    /// Write the audit stream.
+    pub audit: Option<AuditSection>,
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
     /// A directory of plugins: each `*.wasm` in it (by file name) joins the chain after
@@ -165,6 +179,8 @@ impl Default for Config {
             http: HttpSection::default(),
             tls: None,
             auth: None,
+            admin: None,
+            audit: None,
             plugins: Vec::new(),
             plugin_dir: None,
             watch: true,
@@ -282,11 +298,38 @@ pub struct SessionSection {
     pub max_pending_requests: Option<usize>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PauseSection {
-    #[serde(default)]
     pub on_timeout: PauseTimeoutPolicy,
+    /// Messages held at once.
+    pub max_held: usize,
+}
+
+impl Default for PauseSection {
+    fn default() -> Self {
+        Self {
+            on_timeout: PauseTimeoutPolicy::default(),
+            max_held: crate::interceptor::DEFAULT_MAX_HELD,
+        }
+    }
+}
+
+/// `[admin]`: the operator's listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub listen: SocketAddr,
+    /// A file holding the bearer token (surrounding whitespace ignored).
+    pub token_file: PathBuf,
+}
+
+/// `[audit]`: where the audit stream goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// A file appended to, or `-` for stderr.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +340,8 @@ pub struct PluginConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub on_error: FailurePolicy,
+    /// What a message this plugin holds becomes when nobody settles it in time.
+    pub on_timeout: Option<PauseTimeoutPolicy>,
     pub timeout_ms: Option<u64>,
     pub max_memory_mb: Option<usize>,
     pub max_instances: Option<usize>,
@@ -338,6 +383,14 @@ impl Config {
             &mut http.client_key,
         ] {
             path.as_mut().map(relative);
+        }
+        if let Some(admin) = &mut config.admin {
+            relative(&mut admin.token_file);
+        }
+        if let Some(audit) = &mut config.audit
+            && audit.file != Path::new("-")
+        {
+            relative(&mut audit.file);
         }
         if let Some(tls) = &mut config.tls {
             relative(&mut tls.cert);
@@ -452,11 +505,20 @@ impl Config {
 
 impl PluginConfig {
     /// A plugin given on the command line: default settings, empty configuration.
+    /// How the chain treats this plugin.
+    pub fn policy(&self) -> LinkPolicy {
+        LinkPolicy {
+            on_error: self.on_error,
+            on_pause_timeout: self.on_timeout,
+        }
+    }
+
     pub fn from_path(path: PathBuf) -> Self {
         Self {
             name: None,
             path,
             on_error: FailurePolicy::default(),
+            on_timeout: None,
             timeout_ms: None,
             max_memory_mb: None,
             max_instances: None,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use membrane::interceptor::{FailurePolicy, InterceptAction, InterceptContext, InterceptorChain};
+use membrane::interceptor::{
+    FailurePolicy, InterceptAction, InterceptContext, InterceptorChain, LinkPolicy,
+};
 use membrane::protocol::{Direction, Message};
 use membrane::session::{SessionConfig, SessionId, SessionManager};
 use membrane::transport::TransportType;
@@ -73,7 +75,7 @@ async fn reloads_reuse_unchanged_plugins_and_a_failed_one_changes_nothing() {
     let session = SessionId::generate();
 
     let report = registry
-        .apply(vec![(guard("add"), FailurePolicy::Block)])
+        .apply(vec![(guard("add"), LinkPolicy::default())])
         .await
         .unwrap();
     assert_eq!(report.loaded, ["guard"]);
@@ -84,7 +86,7 @@ async fn reloads_reuse_unchanged_plugins_and_a_failed_one_changes_nothing() {
     ));
 
     let report = registry
-        .apply(vec![(guard("add"), FailurePolicy::Block)])
+        .apply(vec![(guard("add"), LinkPolicy::default())])
         .await
         .unwrap();
     assert_eq!(
@@ -98,13 +100,13 @@ async fn reloads_reuse_unchanged_plugins_and_a_failed_one_changes_nothing() {
     };
     let refused = registry
         .apply(vec![
-            (guard("echo"), FailurePolicy::Block),
+            (guard("echo"), LinkPolicy::default()),
             (
                 PluginSpec {
                     name: "broken".into(),
                     ..broken
                 },
-                FailurePolicy::Block,
+                LinkPolicy::default(),
             ),
         ])
         .await;
@@ -123,7 +125,7 @@ async fn reloads_reuse_unchanged_plugins_and_a_failed_one_changes_nothing() {
     );
 
     let report = registry
-        .apply(vec![(guard("echo"), FailurePolicy::Block)])
+        .apply(vec![(guard("echo"), LinkPolicy::default())])
         .await
         .unwrap();
     assert_eq!(report.loaded, ["guard"]);
@@ -144,7 +146,7 @@ async fn reloads_reuse_unchanged_plugins_and_a_failed_one_changes_nothing() {
     let refused = registry
         .apply(vec![(
             spec("big", "tool-guard", json!({}), too_many, &[]),
-            FailurePolicy::Block,
+            LinkPolicy::default(),
         )])
         .await;
     assert!(matches!(
@@ -168,7 +170,10 @@ async fn hostile_plugins_are_counted_by_kind_of_failure_and_replaced() {
         let config = json!({"mode": mode, "tool": "bad"});
         (
             spec(mode, "hostile", config, limits, &[Capability::Log]),
-            FailurePolicy::Continue,
+            LinkPolicy {
+                on_error: FailurePolicy::Continue,
+                ..LinkPolicy::default()
+            },
         )
     };
     let modes = ["trap", "loop", "alloc", "garbage"];
@@ -212,7 +217,7 @@ async fn fuel_ends_a_loop_whatever_the_clock_says() {
     let config = json!({"mode": "loop", "tool": "bad"});
     let hostile = spec("loop", "hostile", config, limits, &[Capability::Log]);
     registry
-        .apply(vec![(hostile, FailurePolicy::Block)])
+        .apply(vec![(hostile, LinkPolicy::default())])
         .await
         .unwrap();
     let session = SessionId::generate();
@@ -249,7 +254,7 @@ async fn session_state_is_private_to_each_session_and_ends_with_it() {
         &[Capability::Log, Capability::SessionKv],
     );
     registry
-        .apply(vec![(limit, FailurePolicy::Block)])
+        .apply(vec![(limit, LinkPolicy::default())])
         .await
         .unwrap();
     let a = sessions

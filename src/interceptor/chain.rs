@@ -1,12 +1,13 @@
 //! [`InterceptorChain`]: interceptors in configured order. Each is asked only about messages in
 //! its [`Interest`]; a `Modify` feeds the next one, and the first action that is neither
 //! `Continue` nor `Modify` stops the chain. A paused or delayed message later resumes from the
-//! interceptor after the one that held it. An interceptor that fails is settled by its
-//! [`FailurePolicy`].
+//! interceptor after the one that held it, and what its timeout means is the holder's
+//! [`LinkPolicy`]. An interceptor that fails is settled by its [`FailurePolicy`]. Each chain
+//! built by a reload carries a new version, so an operator knows which chain held a message.
 
 use std::sync::Arc;
 
-use super::{InterceptAction, InterceptContext, Interceptor};
+use super::{Holder, InterceptAction, InterceptContext, Interceptor, PauseTimeoutPolicy};
 use crate::protocol::{Direction, MessageKind};
 
 /// What happens to a message when its interceptor fails.
@@ -20,9 +21,19 @@ pub enum FailurePolicy {
     Block,
 }
 
+/// What the operator configured for one interceptor of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkPolicy {
+    pub on_error: FailurePolicy,
+    /// What a message this interceptor paused becomes when nobody settles it in time; the
+    /// `[pause]` policy when unset.
+    pub on_pause_timeout: Option<PauseTimeoutPolicy>,
+}
+
 struct Link {
     interceptor: Arc<dyn Interceptor>,
     on_error: FailurePolicy,
+    on_pause_timeout: Option<PauseTimeoutPolicy>,
 }
 
 /// Where the chain stopped.
@@ -40,6 +51,7 @@ pub struct ChainOutcome {
 #[derive(Default)]
 pub struct InterceptorChain {
     links: Vec<Link>,
+    version: u64,
 }
 
 impl InterceptorChain {
@@ -48,12 +60,42 @@ impl InterceptorChain {
     }
 
     /// Appends an interceptor.
-    pub fn with(mut self, interceptor: Arc<dyn Interceptor>, on_error: FailurePolicy) -> Self {
+    pub fn with(self, interceptor: Arc<dyn Interceptor>, on_error: FailurePolicy) -> Self {
+        let policy = LinkPolicy {
+            on_error,
+            ..LinkPolicy::default()
+        };
+        self.with_policy(interceptor, policy)
+    }
+
+    /// Appends an interceptor with its policies.
+    pub fn with_policy(mut self, interceptor: Arc<dyn Interceptor>, policy: LinkPolicy) -> Self {
         self.links.push(Link {
             interceptor,
-            on_error,
+            on_error: policy.on_error,
+            on_pause_timeout: policy.on_pause_timeout,
         });
         self
+    }
+
+    /// Stamps the chain with its version.
+    pub fn versioned(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Who holds a message the chain paused, resuming at `resume_at` (see [`ChainOutcome`]).
+    pub fn holder(&self, resume_at: usize) -> Holder {
+        let link = resume_at.checked_sub(1).and_then(|i| self.links.get(i));
+        Holder {
+            plugin: link.map(|link| link.interceptor.name().into()),
+            chain_version: self.version,
+            on_timeout: link.and_then(|link| link.on_pause_timeout),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -116,6 +158,7 @@ impl InterceptorChain {
                 Ok(MessageKind::Batch) => link.fail("replaced a message with a batch", ctx),
                 Ok(_) => {
                     ctx.message = message;
+                    ctx.modified = true;
                     return None;
                 }
                 Err(e) => link.fail(&format!("replaced a message with an invalid one: {e}"), ctx),

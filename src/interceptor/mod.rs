@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-pub use chain::{ChainOutcome, FailurePolicy, InterceptorChain};
+pub use chain::{ChainOutcome, FailurePolicy, InterceptorChain, LinkPolicy};
 pub use interest::{Filter, Interest};
-pub use pause::{PauseController, PauseTimeoutPolicy, PausedMessage, Resolution};
+pub use pause::{
+    DEFAULT_MAX_HELD, Holder, Outcome, PauseController, PauseEvent, PauseTimeoutPolicy,
+    PausedMessage, Resolution, SettleError, digest,
+};
 
 use crate::auth::Principal;
 use crate::protocol::{Direction, Message};
@@ -39,6 +42,8 @@ pub struct InterceptContext {
     pub frame_id: u64,
     pub timestamp: Instant,
     pub metadata: BTreeMap<String, String>,
+    /// Whether an interceptor (or an operator) replaced the message.
+    pub modified: bool,
 }
 
 impl InterceptContext {
@@ -61,6 +66,7 @@ impl InterceptContext {
             frame_id,
             timestamp: Instant::now(),
             metadata: BTreeMap::new(),
+            modified: false,
         }
     }
 

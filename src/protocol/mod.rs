@@ -59,7 +59,8 @@ mod tests {
 }
 
 /// Which way a message travels through the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     ClientToServer,
     ServerToClient,

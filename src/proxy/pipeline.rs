@@ -24,8 +24,9 @@ use crate::protocol::{
     CANCELLED, Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response,
 };
 use crate::session::{
-    LiveSession, Session, SessionError, SessionId, SessionManager, SessionStatus,
+    LiveSession, Session, SessionError, SessionId, SessionManager, SessionStatus, Verdict,
 };
+use crate::telemetry::{Audit, Metrics};
 use crate::transport::{Frame, Outbox, TransportType};
 
 /// The shared machinery every session's messages pass through.
@@ -40,6 +41,10 @@ pub struct Pipeline {
     pub max_batch_size: usize,
     /// Answers dropped because no request awaited them.
     pub unmatched_answers: AtomicU64,
+    /// What operators graph: messages, sessions, upstream latency.
+    pub metrics: Arc<Metrics>,
+    /// Where verdicts other than continue are recorded, when `[audit]` is configured.
+    pub audit: Option<Arc<Audit>>,
 }
 
 /// The default bound on messages in one batch.
@@ -59,6 +64,8 @@ impl Pipeline {
             max_message_size,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             unmatched_answers: AtomicU64::new(0),
+            metrics: Arc::default(),
+            audit: None,
         }
     }
 }
@@ -82,6 +89,8 @@ pub struct SessionContext {
     client_transport: TransportType,
     upstream_transport: TransportType,
     protocol_version: Mutex<Option<Arc<str>>>,
+    /// The client's `clientInfo`, from its initialize request until the server answers.
+    client_info: Mutex<Option<serde_json::Value>>,
     frames: AtomicU64,
     /// The upstream's own id for the session, once its handshake gives one.
     upstream_session_id: Arc<OnceLock<String>>,
@@ -104,6 +113,7 @@ impl SessionContext {
             client_transport: session.client_transport,
             upstream_transport: session.upstream_transport,
             protocol_version: Mutex::new(session.protocol_version.as_deref().map(Arc::from)),
+            client_info: Mutex::default(),
             frames: AtomicU64::new(0),
             upstream_session_id,
             held: TaskTracker::new(),
@@ -136,6 +146,7 @@ impl Pipeline {
         frame: Frame,
     ) {
         let frame_id = session.frames.fetch_add(1, Ordering::Relaxed) + 1;
+        session.live.count_message(lane.direction);
         match frame {
             Frame::Message(message) => match message.validate() {
                 // Boxed, as every path beyond the plain forward: see `route`.
@@ -170,6 +181,7 @@ impl Pipeline {
         frame_id: u64,
     ) {
         let method = message.method().or(request_method.as_deref());
+        self.metrics.message(lane.direction, kind, method);
         let chain = self.chain.load();
         if !chain.wants(lane.direction, kind, method) {
             lane.forward.send(message).await;
@@ -237,6 +249,10 @@ impl Pipeline {
             let resume_at = outcome.resume_at;
             let stopped = match outcome.action {
                 InterceptAction::Continue | InterceptAction::Modify(_) => {
+                    if ctx.modified {
+                        session.live.count_verdict(Verdict::Modified);
+                        self.audit(&ctx, None, "modify", None);
+                    }
                     lane.forward.send(ctx.message).await;
                     return;
                 }
@@ -245,17 +261,23 @@ impl Pipeline {
                     return self.block(session, lane, &ctx, by, &reason).await;
                 }
                 InterceptAction::Mock { response } => {
-                    return self.mock(session, lane, &ctx, response).await;
+                    let by = outcome.stopped_by.as_deref();
+                    return self.mock(session, lane, &ctx, by, response).await;
                 }
-                InterceptAction::Pause { timeout } => match self.pauses.hold(&ctx, timeout).await {
-                    Resolution::Resume => None,
-                    Resolution::Modify(message) => {
-                        chain.settle(&mut ctx, InterceptAction::Modify(message), resume_at - 1)
+                InterceptAction::Pause { timeout } => {
+                    session.live.count_verdict(Verdict::Held);
+                    let holder = chain.holder(resume_at);
+                    self.audit(&ctx, holder.plugin.as_deref(), "pause", None);
+                    match self.pauses.hold(&ctx, timeout, holder).await {
+                        Resolution::Resume => None,
+                        Resolution::Modify(message) => {
+                            chain.settle(&mut ctx, InterceptAction::Modify(message), resume_at - 1)
+                        }
+                        Resolution::Block { reason } => {
+                            chain.settle(&mut ctx, InterceptAction::Block { reason }, resume_at - 1)
+                        }
                     }
-                    Resolution::Block { reason } => {
-                        chain.settle(&mut ctx, InterceptAction::Block { reason }, resume_at - 1)
-                    }
-                },
+                }
                 InterceptAction::Delay { duration, then } => {
                     let then = tokio::select! {
                         _ = tokio::time::sleep(duration) => *then,
@@ -271,6 +293,18 @@ impl Pipeline {
         }
     }
 
+    fn audit(
+        &self,
+        ctx: &InterceptContext,
+        plugin: Option<&str>,
+        verdict: &str,
+        reason: Option<&str>,
+    ) {
+        if let Some(audit) = &self.audit {
+            audit.verdict(ctx, plugin, verdict, reason);
+        }
+    }
+
     /// A blocked request is answered with an error; a blocked answer is replaced by one (so the
     /// requester is not left waiting); a blocked notification is dropped.
     async fn block(
@@ -281,6 +315,8 @@ impl Pipeline {
         by: &str,
         reason: &str,
     ) {
+        session.live.count_verdict(Verdict::Blocked);
+        self.audit(ctx, Some(by), "block", Some(reason));
         let message = &ctx.message;
         tracing::info!(session = %ctx.session_id.redacted(), interceptor = by, method = ctx.method(), id = message.id(), "blocked: {reason}");
         self.answer_instead(
@@ -298,8 +334,11 @@ impl Pipeline {
         session: &SessionContext,
         lane: &Lane,
         ctx: &InterceptContext,
+        by: Option<&str>,
         response: Message,
     ) {
+        session.live.count_verdict(Verdict::Mocked);
+        self.audit(ctx, by, "mock", None);
         tracing::debug!(session = %ctx.session_id, method = ctx.method(), "mocked");
         self.answer_instead(session, lane, ctx, response).await;
     }
@@ -366,6 +405,11 @@ impl Pipeline {
                 let Some(request) = session.live.resolve_request(direction.reverse(), id) else {
                     return Tracked::Unmatched;
                 };
+                if direction == Direction::ServerToClient
+                    && let Ok(waited) = request.sent_at.elapsed()
+                {
+                    self.metrics.upstream_answered(waited.as_secs_f64());
+                }
                 if request.method == INITIALIZE && kind == MessageKind::Response {
                     let status = SessionStatus::Active;
                     Box::pin(self.note_protocol_version(session, message, "result", status)).await;
@@ -421,16 +465,27 @@ impl Pipeline {
             .unwrap_or_else(|e| e.into_inner()) = Some(version.into());
         let version = version.to_owned();
         let upstream_session_id = session.upstream_session_id.get().cloned();
+        let info = |name| value[field].get(name).cloned();
+        let client_info = || {
+            session
+                .client_info
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
         if status == SessionStatus::Initializing {
             // Proposed only: the store hears the version the server agrees to.
+            *client_info() = info("clientInfo");
             return;
         }
+        let (client_info, server_info) = (client_info().take(), info("serverInfo"));
         tracing::debug!(session = %session.id, version, upstream_session = upstream_session_id.as_deref().unwrap_or("-"), "session initialized");
         let _ = self
             .sessions
             .update(&session.id, |s| {
                 s.protocol_version = Some(version.clone());
                 s.status = status;
+                s.client_info = client_info;
+                s.server_info = server_info;
                 if upstream_session_id.is_some() {
                     s.upstream_session_id = upstream_session_id.clone();
                 }
@@ -447,6 +502,8 @@ impl Pipeline {
         batch: Message,
         frame_id: u64,
     ) {
+        self.metrics
+            .message(lane.direction, MessageKind::Batch, None);
         if batch.batch_len() > self.max_batch_size {
             let reason = format!(
                 "a batch of {} messages exceeds the limit of {}",

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Lane, Pipeline, SessionContext};
 use crate::protocol::{Direction, ErrorCode, error_response};
 use crate::session::{Session, SessionError};
+use crate::telemetry as metrics;
 use crate::transport::{
     Admission, Closed, Connection, Inbound, OutgoingTransport, TransportError, TransportType,
 };
@@ -138,6 +139,8 @@ impl Pipeline {
             upstream.peer_session_id.clone(),
         ));
         tracing::info!(session = %session.id.redacted(), "session started");
+        let metrics = &self.metrics;
+        metrics.session_opened(session.client_transport, session.upstream_transport);
 
         let to_server = Lane {
             direction: Direction::ClientToServer,
@@ -216,6 +219,12 @@ impl Pipeline {
             client.outbox.send(error).await;
         }
         client.closer.close(SHUTDOWN_GRACE).await;
+        let ended = match ending {
+            Ending::ClientLeft => metrics::Ending::ClientLeft,
+            Ending::UpstreamLeft => metrics::Ending::UpstreamLeft,
+            Ending::SessionClosed => metrics::Ending::Closed,
+        };
+        self.metrics.session_closed(session.client_transport, ended);
         self.sessions.remove(&session.id, keep).await?;
         tracing::info!(session = %session.id.redacted(), upstream = %upstream_closed.description, "session ended");
         Ok(SessionEnd {

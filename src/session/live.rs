@@ -1,7 +1,7 @@
 //! [`LiveSession`]: what changes with every message of a session that this process serves,
 //! kept in its memory rather than in the [`SessionStore`](super::SessionStore): the requests
-//! awaiting an answer (in each direction, bounded), the time of the last message, and the
-//! signal that asks the session to close. The pipeline holds it for the session's life, so a
+//! awaiting an answer (in each direction, bounded), the time of the last message, counts of
+//! messages and verdicts for operators, and the signal that asks the session to close. The pipeline holds it for the session's life, so a
 //! message touches no global lock and no store; the store is written at lifecycle points only
 //! (created, initialized, plugin state changed, closing, removed).
 
@@ -53,6 +53,33 @@ pub struct LiveSession {
     /// When the session was created, and milliseconds after that of its last message.
     began: Instant,
     last_active: AtomicU64,
+    /// Messages that arrived, client to server and server to client.
+    messages: [AtomicU64; 2],
+    /// Interceptors' verdicts other than continue, by [`Verdict`].
+    verdicts: [AtomicU64; 4],
+}
+
+/// A verdict an operator counts: what interceptors did to a session's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Blocked,
+    Mocked,
+    Modified,
+    Held,
+}
+
+/// What a live session did so far, for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Activity {
+    pub client_to_server: u64,
+    pub server_to_client: u64,
+    pub blocked: u64,
+    pub mocked: u64,
+    pub modified: u64,
+    pub held: u64,
+    pub pending_requests: usize,
+    #[serde(skip)]
+    pub last_active: SystemTime,
 }
 
 impl LiveSession {
@@ -64,6 +91,8 @@ impl LiveSession {
             max_pending,
             began: Instant::now(),
             last_active: AtomicU64::new(0),
+            messages: Default::default(),
+            verdicts: Default::default(),
         }
     }
 
@@ -92,6 +121,34 @@ impl LiveSession {
     pub fn idle(&self) -> Duration {
         let last = Duration::from_millis(self.last_active.load(Ordering::Relaxed));
         self.began.elapsed().saturating_sub(last)
+    }
+
+    /// Counts a message that arrived travelling `direction`.
+    pub fn count_message(&self, direction: Direction) {
+        let index = match direction {
+            Direction::ClientToServer => 0,
+            Direction::ServerToClient => 1,
+        };
+        self.messages[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_verdict(&self, verdict: Verdict) {
+        self.verdicts[verdict as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the session did so far.
+    pub fn activity(&self) -> Activity {
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Activity {
+            client_to_server: count(&self.messages[0]),
+            server_to_client: count(&self.messages[1]),
+            blocked: count(&self.verdicts[Verdict::Blocked as usize]),
+            mocked: count(&self.verdicts[Verdict::Mocked as usize]),
+            modified: count(&self.verdicts[Verdict::Modified as usize]),
+            held: count(&self.verdicts[Verdict::Held as usize]),
+            pending_requests: self.pending_count(),
+            last_active: SystemTime::now() - self.idle(),
+        }
     }
 
     /// Remembers a request so its answer can be matched to it (by [`id_key`]), and marks the

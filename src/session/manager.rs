@@ -6,9 +6,10 @@
 //! steps: [`SessionManager::close`] (from anywhere: shutdown, idle timeout, a removal by
 //! another replica) only fires the signal; whoever serves the session winds it down, answers
 //! what is pending, then calls [`SessionManager::remove`]. A durable store's records are kept
-//! fresh while their sessions see traffic, and swept when they expire.
+//! fresh while their sessions see traffic, and swept when they expire. Sessions opened and
+//! closed here are announced to [`SessionManager::subscribe`]rs (the admin API's live events).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -18,6 +19,8 @@ use super::{
 };
 use crate::auth::Principal;
 use crate::transport::TransportType;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use tokio::sync::broadcast;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -75,8 +78,18 @@ pub struct SessionStats {
     pub rejected: u64,
 }
 
+/// A session began or ended here: what [`SessionManager::subscribe`] announces.
+#[derive(Debug, Clone)]
+pub enum SessionNotice {
+    Opened(Session),
+    Closed(SessionId),
+}
+
 pub struct SessionManager {
     store: Arc<dyn SessionStore>,
+    notices: broadcast::Sender<SessionNotice>,
+    store_latency: Histogram,
+    store_errors: AtomicU64,
     config: SessionConfig,
     /// The sessions served here; its size is the authority for the session limit.
     live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
@@ -91,6 +104,9 @@ impl SessionManager {
     pub fn new(store: Arc<dyn SessionStore>, config: SessionConfig) -> Self {
         Self {
             store,
+            notices: broadcast::channel(256).0,
+            store_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            store_errors: AtomicU64::new(0),
             config,
             live: Mutex::default(),
             created: AtomicU64::new(0),
@@ -123,6 +139,7 @@ impl SessionManager {
         }
         self.created.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session = %session.id, subject = session.principal.as_ref().map(|p| p.subject.as_str()), "session created");
+        let _ = self.notices.send(SessionNotice::Opened(session.clone()));
         Ok(session)
     }
 
@@ -155,6 +172,7 @@ impl SessionManager {
         }
         self.revived.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session = %id, "session revived from the store");
+        let _ = self.notices.send(SessionNotice::Opened(session.clone()));
         Ok(Some(session))
     }
 
@@ -175,6 +193,28 @@ impl SessionManager {
         change(&mut session);
         session.updated_at = SystemTime::now();
         Ok(self.bounded(self.store.put(&session)).await?)
+    }
+
+    /// Every session in the store (served here or elsewhere).
+    pub async fn list(&self) -> Result<Vec<Session>, SessionError> {
+        Ok(self.bounded(self.store.list()).await?)
+    }
+
+    /// Bytes of state each plugin keeps with a session.
+    pub async fn kv_sizes(&self, id: &SessionId) -> Result<BTreeMap<String, u64>, SessionError> {
+        Ok(self.bounded(self.store.kv_sizes(id)).await?)
+    }
+
+    /// Whether the store answers (within the store timeout).
+    pub async fn store_answers(&self) -> Result<(), SessionError> {
+        let probe = SessionId::from("readiness-probe");
+        self.bounded(self.store.get(&probe)).await.map(drop)?;
+        Ok(())
+    }
+
+    /// Sessions opened and closed here from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SessionNotice> {
+        self.notices.subscribe()
     }
 
     /// The hot state of a session served here; `None` for an unknown one.
@@ -211,6 +251,7 @@ impl SessionManager {
         live.closed().cancel();
         self.closed.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session = %id, kept = keep, "session removed");
+        let _ = self.notices.send(SessionNotice::Closed(id.clone()));
         stored.map(drop).map_err(Into::into)
     }
 
@@ -378,12 +419,22 @@ impl SessionManager {
         call: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
         let timeout = self.config.store_timeout;
-        tokio::time::timeout(timeout, call)
-            .await
-            .unwrap_or_else(|_| {
-                let waited = timeout.as_millis();
-                Err(StoreError::Unavailable(format!("no answer within {waited} ms")).into())
-            })
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(timeout, call).await;
+        self.store_latency.observe(started.elapsed().as_secs_f64());
+        if !matches!(outcome, Ok(Ok(_))) {
+            self.store_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome.unwrap_or_else(|_| {
+            let waited = timeout.as_millis();
+            Err(StoreError::Unavailable(format!("no answer within {waited} ms")).into())
+        })
+    }
+
+    /// Time of each call to the store, in seconds, and how many failed or timed out.
+    pub fn store_metrics(&self) -> (Histogram, u64) {
+        let errors = self.store_errors.load(Ordering::Relaxed);
+        (self.store_latency.clone(), errors)
     }
 
     fn live_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<LiveSession>>> {

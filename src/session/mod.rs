@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use events::EventWriter;
-pub use live::{LiveSession, PendingRequest};
-pub use manager::{SessionConfig, SessionError, SessionManager, SessionStats};
+pub use live::{Activity, LiveSession, PendingRequest, Verdict};
+pub use manager::{SessionConfig, SessionError, SessionManager, SessionNotice, SessionStats};
 pub use plugin_data::{PLUGIN_DATA_LIMIT, PluginData, PluginDataError};
 pub use store::{
     EventStore, KvError, MemoryStore, RedisStore, SessionStore, SqliteStore, StoreError, StoreSpec,
@@ -102,6 +102,11 @@ pub struct Session {
     pub status: SessionStatus,
     /// Proposed by the initialize request, then replaced by the one the server agreed to.
     pub protocol_version: Option<String>,
+    /// The `clientInfo` and `serverInfo` of the handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_info: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_info: Option<serde_json::Value>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
 }
@@ -117,6 +122,8 @@ impl Session {
             principal: None,
             status: SessionStatus::Initializing,
             protocol_version: None,
+            client_info: None,
+            server_info: None,
             created_at: now,
             updated_at: now,
         }

@@ -26,6 +26,11 @@ pub struct PluginData {
 }
 
 impl PluginData {
+    /// Bytes of all keys and values.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// Whether entries of `size` bytes in all stay within the limit when the value under a key
     /// of `key_len` bytes (now `current`) becomes `value`; returns the new size.
     pub fn fits(

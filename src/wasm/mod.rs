@@ -32,7 +32,7 @@ pub use metrics::{Failure, LATENCY_BUCKETS_US, MetricsSnapshot, PluginMetrics};
 #[cfg(feature = "wasm")]
 pub use plugin::{CONTRACT_VERSION, PluginEnv, PluginError, WasmInterceptor};
 #[cfg(feature = "wasm")]
-pub use registry::{PluginRegistry, RegistryError, ReloadReport};
+pub use registry::{PluginInfo, PluginRegistry, RegistryError, ReloadReport};
 pub use spec::{Capability, Grants, PluginLimits, PluginSpec};
 
 /// Host bindings generated from the WIT contract, for its widest world: its imports cover every

@@ -83,6 +83,8 @@ pub struct WasmInterceptor {
     config: String,
     limits: PluginLimits,
     grants: Grants,
+    /// The contract the component was built against, e.g. `membrane:interceptor@0.1.0`.
+    contract: String,
     sessions: Option<Arc<SessionManager>>,
     /// One permit per live instance: at most `max_instances` exist.
     instances: Arc<Semaphore>,
@@ -151,6 +153,7 @@ impl WasmInterceptor {
             .map_err(|e| invalid(e.to_string()))?
             .map_err(|e| invalid(format!("{e:#}")))?;
         check_imports(name, &component, &engine.engine, &spec.grants)?;
+        let contract = contract_of(&component, &engine.engine);
         let pre = engine
             .linker
             .instantiate_pre(&component)
@@ -165,6 +168,7 @@ impl WasmInterceptor {
             config: spec.config.clone(),
             limits: spec.limits,
             grants: spec.grants.clone(),
+            contract,
             sessions: env.sessions.clone(),
             instances: Arc::new(Semaphore::new(spec.limits.max_instances.max(1))),
             freed: Arc::default(),
@@ -190,6 +194,16 @@ impl WasmInterceptor {
 
     pub fn metrics(&self) -> &Arc<PluginMetrics> {
         &self.metrics
+    }
+
+    /// Instances that exist now (warm or in a call).
+    pub fn instances_in_use(&self) -> usize {
+        self.limits.max_instances.max(1) - self.instances.available_permits()
+    }
+
+    /// The contract the component was built against, e.g. `membrane:interceptor@0.1.0`.
+    pub fn contract(&self) -> &str {
+        &self.contract
     }
 
     /// A slot for one more instance: `None` at the plugin's instance cap, an error when the
@@ -398,6 +412,19 @@ impl Interceptor for WasmInterceptor {
         self.metrics.record(started.elapsed(), recorded);
         outcome.map_err(|e| InterceptError(e.reason))
     }
+}
+
+/// The contract package and version a component exports its interceptor from.
+fn contract_of(component: &Component, engine: &wasmtime::Engine) -> String {
+    let prefix = format!("{CONTRACT_PACKAGE}/");
+    component
+        .component_type()
+        .exports(engine)
+        .find_map(|(export, _)| {
+            let (_, version) = export.strip_prefix(&prefix)?.split_once('@')?;
+            Some(format!("{CONTRACT_PACKAGE}@{version}"))
+        })
+        .unwrap_or_else(|| CONTRACT_PACKAGE.to_owned())
 }
 
 /// Refuses a plugin that targets a contract version this host cannot serve, or that imports an

@@ -6,15 +6,18 @@
 //! serving. Reloads are serialised; a plugin's metrics live on across its versions.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 
 use arc_swap::ArcSwap;
 
 use super::engine::{EngineOptions, PluginEngine};
 use super::metrics::{MetricsSnapshot, PluginMetrics};
 use super::plugin::{PluginEnv, PluginError, WasmInterceptor};
-use super::spec::PluginSpec;
-use crate::interceptor::{FailurePolicy, InterceptorChain};
+use super::spec::{Grants, PluginLimits, PluginSpec};
+use crate::interceptor::{InterceptorChain, LinkPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -42,12 +45,31 @@ pub struct PluginRegistry {
     pool_size: Option<u32>,
     current: tokio::sync::Mutex<Loaded>,
     metrics: Mutex<HashMap<String, Arc<PluginMetrics>>>,
+    /// Chains published so far: the version of the next one.
+    versions: std::sync::atomic::AtomicU64,
+}
+
+/// One plugin of the chain, as an operator sees it.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    pub name: String,
+    pub path: PathBuf,
+    /// `sha256:` and the hex digest of the component.
+    pub hash: String,
+    /// The contract it was built against, e.g. `membrane:interceptor@0.1.0`.
+    pub contract: String,
+    pub grants: Grants,
+    pub limits: PluginLimits,
+    pub policy: LinkPolicy,
+    pub metrics: MetricsSnapshot,
+    /// Instances that exist now (warm or in a call).
+    pub instances_in_use: usize,
 }
 
 #[derive(Default)]
 struct Loaded {
     engine: Option<Arc<PluginEngine>>,
-    plugins: Vec<(PluginSpec, FailurePolicy, Arc<WasmInterceptor>)>,
+    plugins: Vec<(PluginSpec, LinkPolicy, Arc<WasmInterceptor>)>,
 }
 
 impl PluginRegistry {
@@ -63,13 +85,14 @@ impl PluginRegistry {
             pool_size,
             current: tokio::sync::Mutex::default(),
             metrics: Mutex::default(),
+            versions: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
     /// Loads `plugins` (in chain order) and swaps them in, or changes nothing on error.
     pub async fn apply(
         &self,
-        plugins: Vec<(PluginSpec, FailurePolicy)>,
+        plugins: Vec<(PluginSpec, LinkPolicy)>,
     ) -> Result<ReloadReport, RegistryError> {
         let mut current = self.current.lock().await;
         if let Some(pool) = self.pool_size {
@@ -126,15 +149,18 @@ impl PluginRegistry {
         &self,
         current: &mut Loaded,
         engine: Option<Arc<PluginEngine>>,
-        plugins: Vec<(PluginSpec, FailurePolicy, Arc<WasmInterceptor>)>,
+        plugins: Vec<(PluginSpec, LinkPolicy, Arc<WasmInterceptor>)>,
         loaded: Vec<String>,
     ) -> ReloadReport {
+        let version = self
+            .versions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let chain = plugins
             .iter()
-            .fold(InterceptorChain::new(), |chain, (_, on_error, plugin)| {
-                chain.with(plugin.clone(), *on_error)
+            .fold(InterceptorChain::new(), |chain, (_, policy, plugin)| {
+                chain.with_policy(plugin.clone(), *policy)
             });
-        self.chain.store(Arc::new(chain));
+        self.chain.store(Arc::new(chain.versioned(version)));
         let names = |plugins: &[(PluginSpec, _, _)]| -> Vec<String> {
             plugins
                 .iter()
@@ -162,6 +188,26 @@ impl PluginRegistry {
             .plugins
             .iter()
             .map(|(spec, _, plugin)| (spec.name.clone(), plugin.metrics().snapshot()))
+            .collect()
+    }
+
+    /// Each plugin of the chain, in chain order.
+    pub async fn plugins(&self) -> Vec<PluginInfo> {
+        let current = self.current.lock().await;
+        current
+            .plugins
+            .iter()
+            .map(|(spec, policy, plugin)| PluginInfo {
+                name: spec.name.clone(),
+                path: spec.path.clone(),
+                hash: format!("sha256:{:x}", Sha256::digest(&spec.bytes)),
+                contract: plugin.contract().to_owned(),
+                grants: spec.grants.clone(),
+                limits: spec.limits,
+                policy: *policy,
+                metrics: plugin.metrics().snapshot(),
+                instances_in_use: plugin.instances_in_use(),
+            })
             .collect()
     }
 

@@ -2,7 +2,7 @@
 //! points and by plugins' `session-kv` calls only). Nothing expires here: a session lives as
 //! long as the process serves it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
@@ -73,6 +73,15 @@ impl SessionStore for MemoryStore {
     async fn list(&self) -> Result<Vec<Session>, StoreError> {
         let sessions = self.sessions.read();
         Ok(sessions.values().map(|e| e.session.clone()).collect())
+    }
+
+    async fn kv_sizes(&self, id: &SessionId) -> Result<BTreeMap<String, u64>, StoreError> {
+        let sessions = self.sessions.read();
+        let plugins = sessions.get(id).map(|entry| &entry.plugins);
+        let sizes = plugins.into_iter().flatten();
+        Ok(sizes
+            .map(|(plugin, data)| (plugin.clone(), data.size() as u64))
+            .collect())
     }
 
     async fn kv_get(

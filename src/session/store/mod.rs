@@ -17,6 +17,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
@@ -59,6 +61,8 @@ pub trait SessionStore: Send + Sync {
     /// Forgets a session, its plugins' state and its events; `false` when it was not stored.
     async fn remove(&self, id: &SessionId) -> Result<bool, StoreError>;
     async fn list(&self) -> Result<Vec<Session>, StoreError>;
+    /// Bytes of state each plugin keeps with a session.
+    async fn kv_sizes(&self, id: &SessionId) -> Result<BTreeMap<String, u64>, StoreError>;
     /// These sessions saw traffic: their expiry starts over (nothing to do where sessions do
     /// not expire).
     async fn refresh(&self, ids: &[SessionId]) -> Result<(), StoreError> {

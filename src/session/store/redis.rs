@@ -7,6 +7,7 @@
 //! across replicas. Events are a list per session, trimmed to the byte budget by a script. A
 //! removal is published on `membrane:removed`, so replicas end their live copy of the session.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -347,6 +348,13 @@ impl SessionStore for RedisStore {
             }
         }
         pipe.query_async::<()>(&mut self.connection())
+            .await
+            .map_err(store_error)
+    }
+
+    async fn kv_sizes(&self, id: &SessionId) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.connection()
+            .hgetall(key(id, "kvsize"))
             .await
             .map_err(store_error)
     }

@@ -4,6 +4,7 @@
 //! `increment` hold even with several processes on the file. Expired sessions are dropped by
 //! [`SessionStore::sweep`], which the session manager runs periodically.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -300,6 +301,25 @@ impl SessionStore for SqliteStore {
             .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(gone as u64)
+        })
+        .await
+    }
+
+    async fn kv_sizes(&self, id: &SessionId) -> Result<BTreeMap<String, u64>, StoreError> {
+        let id = id.to_string();
+        self.run(move |connection| {
+            let mut query = connection
+                .prepare_cached(
+                    "SELECT plugin, SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(CAST(value AS BLOB)))
+                     FROM plugin_kv WHERE session = ?1 GROUP BY plugin",
+                )
+                .map_err(backend)?;
+            let rows = query
+                .query_map(params![id], |row| {
+                    Ok((row.get(0)?, row.get::<_, i64>(1)? as u64))
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
         })
         .await
     }
