@@ -5,11 +5,14 @@
 //!
 //! Rooms: [`protocol`] (messages), [`transport`] (framing and peers), [`session`] (session
 //! state), [`interceptor`] (the chain), [`wasm`] (plugins), [`proxy`] (the pipeline and proxy
-//! assembly), [`auth`] (who is calling), [`config`] (the TOML file), `app` (wiring a
+//! assembly), [`auth`] (who is calling), [`config`] (the TOML file), [`telemetry`] (metrics
+//! and the audit stream), `admin` (the operator's API and console), `app` (wiring a
 //! configuration into a running proxy). Without the default `wasm` feature the crate builds
-//! without the Wasm host and the app: the protocol, transport and proxy layers alone, which is
+//! without the Wasm host, the admin API and the app: the protocol, transport and proxy layers alone, which is
 //! what the fuzz targets link.
 
+#[cfg(feature = "wasm")]
+pub mod admin;
 #[cfg(feature = "wasm")]
 pub mod app;
 pub mod auth;
@@ -18,5 +21,6 @@ pub mod interceptor;
 pub mod protocol;
 pub mod proxy;
 pub mod session;
+pub mod telemetry;
 pub mod transport;
 pub mod wasm;

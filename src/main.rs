@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use membrane::app::App;
+use membrane::admin::Admin;
+use membrane::admin::ctl::Ctl;
+use membrane::app::{App, Reloader};
 use membrane::config::ConfigSource;
 use membrane::proxy::{forward, reverse, shutdown_signal};
 use membrane::session::EventWriter;
@@ -53,6 +55,8 @@ enum Command {
         #[command(flatten)]
         upstream: Upstream,
     },
+    /// Talk to a running membrane's admin API: sessions, held messages, plugins, reload.
+    Ctl(Ctl),
 }
 
 #[derive(Args)]
@@ -108,10 +112,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let (common, upstream) = match &cli.command {
-        Command::Forward { common, upstream }
+    let (common, upstream) = match cli.command {
+        Command::Ctl(ctl) => return ctl.run().await,
+        Command::Forward {
+            ref common,
+            ref upstream,
+        }
         | Command::Reverse {
-            common, upstream, ..
+            ref common,
+            ref upstream,
+            ..
         } => (common, upstream),
     };
     let source = ConfigSource {
@@ -121,7 +131,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         http_clients: matches!(cli.command, Command::Reverse { .. }),
     };
     let app = Arc::new(App::start(source).await?);
-    app.spawn_reloader();
+    let reloader = app.spawn_reloader();
+    app.spawn_auditor();
+    serve_admin(&app, reloader).await?;
     let outgoing: Arc<dyn OutgoingTransport> = match (&upstream.upstream, &upstream.server[..]) {
         (Some(url), _) => Arc::new(StreamableHttpOutgoing::new(
             url,
@@ -139,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut incoming = StdioIncoming::new(app.config.max_message_size);
             forward::run(app.pipeline.clone(), &mut incoming, outgoing.as_ref()).await?
         }
+        Command::Ctl(_) => unreachable!("handled above"),
         Command::Reverse {
             listen,
             allow_unauthenticated,
@@ -177,6 +190,33 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     app.log_metrics().await;
     Ok(code)
+}
+
+/// Starts the admin API when `[admin]` is configured: on its own listener, with the token, and
+/// beyond loopback only with TLS. It serves until membrane exits.
+async fn serve_admin(app: &Arc<App>, reloader: Reloader) -> anyhow::Result<()> {
+    let Some(section) = &app.config.admin else {
+        return Ok(());
+    };
+    if !section.listen.ip().is_loopback() && app.tls.is_none() {
+        anyhow::bail!(
+            "[admin] listen = {} is beyond loopback: configure [tls] (the admin token must not travel in clear text) or listen on loopback",
+            section.listen
+        );
+    }
+    let admin = Arc::new(Admin::new(app.clone(), reloader, &section.token_file)?);
+    let listener = tokio::net::TcpListener::bind(section.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("[admin] cannot listen on {}: {e}", section.listen))?;
+    let server = HttpServer::new(listener, app.tls.clone(), app.config.server_limits());
+    let scheme = if app.tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        "admin API on {scheme}://{}/v1 (console at /)",
+        server.local_addr()?
+    );
+    let never = CancellationToken::new();
+    tokio::spawn(server.serve(admin.router(), never, std::future::pending()));
+    Ok(())
 }
 
 /// Refuses to serve beyond loopback without authentication (unless told that something in

@@ -1,19 +1,26 @@
 //! Wiring: turns a [`ConfigSource`] into a running [`App`] (session manager, plugin registry,
-//! pipeline, and for the HTTP front its authenticator and certificate) and keeps it in step
-//! with its configuration ([`reload`]). The one place that knows all the rooms.
+//! pipeline, the audit stream, and for the HTTP front its authenticator and certificate) and
+//! keeps it in step with its configuration ([`reload`]). The one place that knows all the rooms.
 
 mod reload;
+
+pub use reload::{ReloadNotice, Reloader};
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use arc_swap::ArcSwap;
+use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, ConfigSource};
-use crate::interceptor::{FailurePolicy, InterceptorChain, PauseController};
+use crate::interceptor::{InterceptorChain, LinkPolicy, PauseController, PauseEvent};
 use crate::proxy::Pipeline;
 use crate::session::{EventStore, SessionManager, StoreError, Stores};
+use crate::telemetry::{Audit, Scrape};
 use crate::transport::tls::{ServerTls, TlsError, http_client};
 use crate::wasm::{PluginEnv, PluginRegistry, PluginSpec, RegistryError, ReloadReport};
 
@@ -29,6 +36,11 @@ pub enum AppError {
     Auth(String),
     #[error("[session] store: {0}")]
     Store(#[from] StoreError),
+    #[error("[audit] file {path}: {source}")]
+    Audit {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct App {
@@ -42,6 +54,9 @@ pub struct App {
     /// Where SSE events are kept beyond this process, with a durable session store.
     pub events: Option<Arc<dyn EventStore>>,
     source: ConfigSource,
+    reloads: broadcast::Sender<ReloadNotice>,
+    /// Reloads done and refused.
+    reload_counts: [AtomicU64; 2],
 }
 
 /// How long fetching an authorization server's keys may take in all.
@@ -73,10 +88,20 @@ impl App {
         let mut pipeline = Pipeline::new(
             sessions,
             chain,
-            Arc::new(PauseController::new(config.pause.on_timeout)),
+            Arc::new(PauseController::bounded(
+                config.pause.on_timeout,
+                config.pause.max_held.max(1),
+            )),
             config.max_message_size,
         );
         pipeline.max_batch_size = config.http.max_batch_size;
+        if let Some(audit) = &config.audit {
+            let opened = Audit::open(&audit.file).map_err(|source| AppError::Audit {
+                path: audit.file.display().to_string(),
+                source,
+            })?;
+            pipeline.audit = Some(Arc::new(opened));
+        }
         let tls = match &config.tls {
             Some(tls) => Some(ServerTls::load(&tls.cert, &tls.key)?),
             None => None,
@@ -101,7 +126,68 @@ impl App {
             tls,
             events: stores.events,
             source,
+            reloads: broadcast::channel(16).0,
+            reload_counts: Default::default(),
         })
+    }
+
+    /// Writes settled held messages and reloads to the audit stream, if there is one, for as
+    /// long as the runtime runs (verdicts the pipeline writes itself).
+    pub fn spawn_auditor(&self) {
+        let Some(audit) = self.pipeline.audit.clone() else {
+            return;
+        };
+        let mut pauses = self.pipeline.pauses.subscribe();
+        let mut reloads = self.subscribe_reloads();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = pauses.recv() => match event {
+                        Ok(PauseEvent::Settled { id, session_id, method, plugin, outcome, by, reason }) => {
+                            audit.record("settled", json!({
+                                "held": id, "session": session_id, "method": method,
+                                "plugin": plugin.as_deref(), "verdict": outcome.name(),
+                                "by": by, "reason": reason,
+                            }));
+                        }
+                        Ok(PauseEvent::Held(_)) => {}
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "the audit stream fell behind held messages");
+                        }
+                        Err(RecvError::Closed) => return,
+                    },
+                    notice = reloads.recv() => match notice {
+                        Ok(ReloadNotice::Done(report)) => audit.record("reload", json!({
+                            "ok": true, "loaded": report.loaded, "kept": report.kept,
+                            "removed": report.removed,
+                        })),
+                        Ok(ReloadNotice::Refused(error)) => {
+                            audit.record("reload", json!({ "ok": false, "reason": error }));
+                        }
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
+    }
+
+    /// What a metrics scrape shows beyond the pipeline's own counts.
+    pub async fn scrape(&self) -> Scrape {
+        let sessions = self.pipeline.sessions.stats();
+        let (store_latency, store_errors) = self.pipeline.sessions.store_metrics();
+        Scrape {
+            sessions_active: sessions.active as u64,
+            sessions_rejected: sessions.rejected,
+            unmatched_answers: self.pipeline.unmatched_answers.load(Ordering::Relaxed),
+            held_now: self.pipeline.pauses.paused().len() as u64,
+            held_outcomes: self.pipeline.pauses.outcomes(),
+            reloads_done: self.reload_counts[0].load(Ordering::Relaxed),
+            reloads_refused: self.reload_counts[1].load(Ordering::Relaxed),
+            plugins: self.plugins.plugins().await,
+            store_latency: Some(store_latency),
+            store_errors,
+        }
     }
 
     /// Reads the configuration again and applies its plugin chain; on any error the running
@@ -114,6 +200,20 @@ impl App {
         let config = self.source.load()?;
         let report = self.plugins.apply(plugin_specs(&config)?).await?;
         Ok((config, report))
+    }
+
+    /// Every reload's outcome from now on.
+    pub fn subscribe_reloads(&self) -> broadcast::Receiver<ReloadNotice> {
+        self.reloads.subscribe()
+    }
+
+    fn announce(&self, notice: ReloadNotice) {
+        let counter = match notice {
+            ReloadNotice::Done(_) => &self.reload_counts[0],
+            ReloadNotice::Refused(_) => &self.reload_counts[1],
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let _ = self.reloads.send(notice);
     }
 
     /// Reads the listener's certificate and the token files again, each on its own: what fails
@@ -135,7 +235,8 @@ impl App {
         }
     }
 
-    /// Logs each plugin's metrics: a summary for operators until there is a metrics endpoint.
+    /// Logs each plugin's metrics when membrane stops: a summary for operators without a
+    /// metrics scraper.
     pub async fn log_metrics(&self) {
         for (plugin, m) in self.plugins.metrics().await {
             let p = |q| {
@@ -164,10 +265,10 @@ impl App {
     }
 }
 
-fn plugin_specs(config: &Config) -> Result<Vec<(PluginSpec, FailurePolicy)>, ConfigError> {
+fn plugin_specs(config: &Config) -> Result<Vec<(PluginSpec, LinkPolicy)>, ConfigError> {
     config
         .plugin_configs()?
         .iter()
-        .map(|plugin| Ok((plugin.spec()?, plugin.on_error)))
+        .map(|plugin| Ok((plugin.spec()?, plugin.policy())))
         .collect()
 }

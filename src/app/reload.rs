@@ -5,7 +5,8 @@
 //! own writes beside its config (a log, a store, a cache) never trigger a reload. File events
 //! are debounced (a deploy writes in several steps) but a reload still happens at least once a
 //! second under continuous change; reloads run one at a time, and after each one the watch
-//! follows the new configuration. A rejected reload is logged and changes nothing.
+//! follows the new configuration. A rejected reload is logged and changes nothing. The admin
+//! API asks through a [`Reloader`] and hears the outcome; every outcome is announced.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,10 +15,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::App;
 use crate::config::Config;
+use crate::wasm::ReloadReport;
 
 /// Quiet time after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -25,10 +27,34 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// The longest a reload waits for quiet once a change is seen.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What asked for a reload.
+#[derive(Debug)]
 enum Trigger {
     Signal,
     FileChange,
+    /// The admin API, waiting for the outcome.
+    Admin(oneshot::Sender<Result<ReloadReport, String>>),
+}
+
+/// A reload done or refused, as announced to [`App::subscribe_reloads`]rs.
+#[derive(Debug, Clone)]
+pub enum ReloadNotice {
+    Done(ReloadReport),
+    Refused(String),
+}
+
+/// Asks the running reloader for a reload, as SIGHUP does, and waits for its outcome.
+#[derive(Debug, Clone)]
+pub struct Reloader(mpsc::UnboundedSender<Trigger>);
+
+impl Reloader {
+    /// What the reload changed, or why it was refused (the previous plugins keep serving).
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || "membrane is shutting down".to_owned();
+        self.0.send(Trigger::Admin(reply)).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
 }
 
 /// The paths whose change calls for a reload, absolute.
@@ -73,15 +99,16 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 impl App {
-    /// Starts reloading on SIGHUP and on file changes, for as long as the runtime runs.
-    pub fn spawn_reloader(self: &Arc<Self>) {
+    /// Starts reloading on SIGHUP, on file changes and when the returned [`Reloader`] asks,
+    /// for as long as the runtime runs.
+    pub fn spawn_reloader(self: &Arc<Self>) -> Reloader {
         let (triggers, mut next) = mpsc::unbounded_channel();
         spawn_hangup_listener(triggers.clone());
         let watching = Arc::new(ArcSwap::from_pointee(WatchSet::of(self, &self.config)));
         let mut watcher = self
             .config
             .watch
-            .then(|| file_watcher(triggers, watching.clone()))
+            .then(|| file_watcher(triggers.clone(), watching.clone()))
             .flatten();
         let app = self.clone();
         tokio::spawn(async move {
@@ -90,23 +117,41 @@ impl App {
                 follow(watcher, &mut watched, &watching.load().dirs());
             }
             while let Some(trigger) = next.recv().await {
-                if trigger == Trigger::FileChange {
+                let debounce = matches!(trigger, Trigger::FileChange);
+                let cause = format!("{trigger:?}");
+                let mut waiting = Vec::new();
+                let mut wait_for = |trigger| {
+                    if let Trigger::Admin(reply) = trigger {
+                        waiting.push(reply);
+                    }
+                };
+                wait_for(trigger);
+                if debounce {
                     // Wait for the writes to settle, but not for ever.
                     let deadline = tokio::time::Instant::now() + MAX_DEBOUNCE;
                     loop {
                         let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(deadline);
                         match tokio::time::timeout_at(quiet, next.recv()).await {
-                            Ok(Some(_)) => continue,
+                            Ok(Some(trigger)) => wait_for(trigger),
                             Ok(None) => return,
                             Err(_) => break,
                         }
                     }
                 }
-                while next.try_recv().is_ok() {}
+                while let Ok(trigger) = next.try_recv() {
+                    wait_for(trigger);
+                }
                 app.reload_credentials().await;
-                let Some(config) = app.reload_logged(trigger).await else {
-                    continue;
-                };
+                let outcome = app.reload_logged(&cause).await;
+                for reply in waiting {
+                    let _ = reply.send(
+                        outcome
+                            .as_ref()
+                            .map(|(_, r)| r.clone())
+                            .map_err(Clone::clone),
+                    );
+                }
+                let Ok((config, _)) = outcome else { continue };
                 if let Some(watcher) = &mut watcher {
                     let set = WatchSet::of(&app, &config);
                     follow(watcher, &mut watched, &set.dirs());
@@ -114,31 +159,34 @@ impl App {
                 }
             }
         });
+        Reloader(triggers)
     }
 
-    /// Reloads, logs the outcome, and returns the configuration now in force, if it changed.
-    async fn reload_logged(&self, trigger: Trigger) -> Option<Config> {
+    /// Reloads, logs and announces the outcome; returns the configuration now in force.
+    async fn reload_logged(&self, cause: &str) -> Result<(Config, ReloadReport), String> {
         match self.reload_config().await {
             Ok((config, report)) => {
                 if report.loaded.is_empty() && report.removed.is_empty() {
-                    tracing::debug!(?trigger, "reload: no plugin changed");
+                    tracing::debug!(cause, "reload: no plugin changed");
                 } else {
                     tracing::info!(
-                        ?trigger,
+                        cause,
                         loaded = ?report.loaded,
                         kept = ?report.kept,
                         removed = ?report.removed,
                         "reloaded plugins"
                     );
                 }
-                Some(config)
+                self.announce(ReloadNotice::Done(report.clone()));
+                Ok((config, report))
             }
             Err(e) => {
                 tracing::error!(
-                    ?trigger,
+                    cause,
                     "reload rejected, the previous plugins keep serving: {e}"
                 );
-                None
+                self.announce(ReloadNotice::Refused(e.to_string()));
+                Err(e.to_string())
             }
         }
     }
