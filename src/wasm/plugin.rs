@@ -414,13 +414,15 @@ impl Interceptor for WasmInterceptor {
     }
 }
 
-/// The contract package and version a component exports its interceptor from.
+/// The contract package and version a component was built against, as its imports of the
+/// contract's interfaces (its types, at least) name it.
 fn contract_of(component: &Component, engine: &wasmtime::Engine) -> String {
     let prefix = format!("{CONTRACT_PACKAGE}/");
-    component
-        .component_type()
-        .exports(engine)
-        .find_map(|(export, _)| {
+    let kind = component.component_type();
+    kind.imports(engine)
+        .map(|(name, _)| name)
+        .chain(kind.exports(engine).map(|(name, _)| name))
+        .find_map(|export| {
             let (_, version) = export.strip_prefix(&prefix)?.split_once('@')?;
             Some(format!("{CONTRACT_PACKAGE}@{version}"))
         })

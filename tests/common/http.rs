@@ -59,7 +59,7 @@ impl Background {
     }
 
     /// The URL a process logged after `marker` (up to the next whitespace).
-    async fn logged_url(&self, marker: &str) -> String {
+    pub async fn logged_url(&self, marker: &str) -> String {
         url_after(&self.log.wait_for(marker, 1).await, marker).unwrap()
     }
 }
@@ -167,6 +167,8 @@ pub async fn wait_until_listening(port: u16) {
 #[derive(Debug, Clone)]
 pub struct SseEvent {
     pub id: Option<String>,
+    /// The `event:` field, when there is one.
+    pub event: Option<String>,
     pub data: String,
 }
 
@@ -388,6 +390,7 @@ impl SseReader {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 let mut event = SseEvent {
                     id: None,
+                    event: None,
                     data: String::new(),
                 };
                 let mut fields = 0;
@@ -395,6 +398,8 @@ impl SseReader {
                     if let Some(id) = line.strip_prefix("id:") {
                         event.id = Some(id.trim().to_owned());
                         fields += 1;
+                    } else if let Some(kind) = line.strip_prefix("event:") {
+                        event.event = Some(kind.trim().to_owned());
                     } else if let Some(data) = line.strip_prefix("data:") {
                         if !event.data.is_empty() {
                             event.data.push('\n');
