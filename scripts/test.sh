@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs the wasm32-wasip2 target, redis-server and
-# nginx, and the pinned third-party MCP peers (npm, PyPI), builds the plugins, then runs the plugins' unit tests,
+# The whole test suite, from a fresh machine: installs the wasm32-wasip2 target, redis-server,
+# nginx, chromium and chromium-driver, and the pinned third-party MCP peers (npm, PyPI), builds the plugins, then runs the plugins' unit tests,
 # membrane's unit and end-to-end tests (one release build), and each fuzz target for 30 s
 # (scripts/fuzz.sh installs the nightly toolchain and cargo-fuzz; FUZZ_SECONDS overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
-# Real services the durable-session tests start on their own ports: redis-server, and nginx as
-# the load balancer in front of replicas (Debian packages).
+# Real services the tests start on their own ports (Debian packages): redis-server for durable
+# sessions, nginx as the load balancer in front of replicas, and a headless Chromium driven over
+# WebDriver for the admin console.
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"

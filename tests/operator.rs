@@ -610,3 +610,113 @@ async fn the_admin_api_stays_on_loopback_without_tls() {
     .await;
     assert!(log.contains("token_file"), "{log}");
 }
+
+/// Debian's `chromedriver` on a free loopback port, and a headless Chromium session through it.
+async fn browser() -> (Background, fantoccini::Client) {
+    let driver = std::path::Path::new("/usr/bin/chromedriver");
+    assert!(
+        driver.exists(),
+        "the console test needs Debian's chromium and chromium-driver (scripts/test.sh installs them)"
+    );
+    let port = common::http::free_port();
+    let chromedriver = Background::spawn(
+        Command::new(driver).args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()]),
+    );
+    common::http::wait_until_listening(port).await;
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = fantoccini::ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session");
+    (chromedriver, client)
+}
+
+/// Waits for the element `css` to exist (the page updates live).
+async fn element(page: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
+    tokio::time::timeout(WAIT, page.wait().for_element(fantoccini::Locator::Css(css)))
+        .await
+        .unwrap_or_else(|_| panic!("{css} in time"))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_click_in_the_console_approves_a_held_call() {
+    let operated = Operated::start("[plugins.config]\ntools = [\"echo\"]").await;
+    let client = std::sync::Arc::new(client(&operated.url).await);
+    let (_chromedriver, page) = browser().await;
+    page.goto(&format!("{}/#token={TOKEN}", operated.admin))
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        while page
+            .find(fantoccini::Locator::Id("status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            != "connected"
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the console follows the live events");
+    assert!(
+        !page.current_url().await.unwrap().as_str().contains(TOKEN),
+        "the token leaves the address bar"
+    );
+
+    // A held call appears by itself; a click approves it and the client gets the server's answer.
+    let call = echo(&client, "approved in a browser");
+    let held = element(&page, ".held[data-held-id]").await;
+    let text = held.text().await.unwrap();
+    assert!(
+        text.contains("echo") && text.contains("approved in a browser"),
+        "{text}"
+    );
+    element(&page, "tr[data-session-id]").await;
+    if let Ok(path) = std::env::var("MEMBRANE_CONSOLE_SCREENSHOT") {
+        std::fs::write(path, page.screenshot().await.unwrap()).unwrap();
+    }
+    held.find(fantoccini::Locator::Css("button.approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let answer = call.await.unwrap().expect("approved in the console");
+    assert!(answer.contains("approved in a browser"), "{answer}");
+
+    // Deny asks for a reason, which the client hears.
+    let call = echo(&client, "denied in a browser");
+    let held = element(&page, ".held[data-held-id]").await;
+    held.find(fantoccini::Locator::Css("button.deny"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    page.send_alert_text("the browser says no").await.unwrap();
+    page.accept_alert().await.unwrap();
+    let denied = call.await.unwrap().expect_err("denied in the console");
+    assert!(denied.contains("the browser says no"), "{denied}");
+    assert!(
+        operated
+            .get("/v1/held")
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    page.close().await.unwrap();
+}

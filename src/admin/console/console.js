@@ -725,6 +725,7 @@
     switch (type) {
       case "held":
         refreshHeld();
+        refreshPlugins(); // the holder's verdict counts changed
         if (data && typeof data === "object" && data.id !== undefined) {
           notice(`New held call #${data.id} is waiting for a decision.`, "info", `held-${data.id}`);
         }
@@ -732,12 +733,13 @@
       case "settled":
         if (data && typeof data === "object" && data.id !== undefined) {
           clearNotice(`held-${data.id}`);
-          if (data.by && data.by !== "admin") {
+          if (data.by && data.by !== "admin API") {
             notice(`Held #${data.id} ${dash(data.outcome)} (by ${data.by}).`, "info");
           }
         }
         refreshHeld();
         refreshSessions(); // verdict / pending counters changed
+        refreshPlugins();
         break;
       case "session_opened":
       case "session_closed":
