@@ -34,6 +34,10 @@
 //! [audit]                       # one JSON line per verdict other than continue, per settled
 //! file = "audit.jsonl"          # held message and per reload; "-" for stderr
 //!
+//! [telemetry]                   # OpenTelemetry traces of requests and plugin calls
+//! otlp_endpoint = "http://127.0.0.1:4318"   # an OTLP/HTTP collector (JSON encoding)
+//! service_name = "membrane"
+//!
 //! [http]                        # Streamable HTTP, either side
 //! allowed_hosts = ["mcp.example.com"]   # Host names besides loopback ones (those only when
 //!                               # bound to loopback); "*": any. Others get 403.
@@ -159,6 +163,8 @@ pub struct Config {
     pub admin: Option<AdminSection>,
     /// Write the audit stream.
     pub audit: Option<AuditSection>,
+    /// Export traces.
+    pub telemetry: Option<TelemetrySection>,
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
     /// A directory of plugins: each `*.wasm` in it (by file name) joins the chain after
@@ -181,6 +187,7 @@ impl Default for Config {
             auth: None,
             admin: None,
             audit: None,
+            telemetry: None,
             plugins: Vec::new(),
             plugin_dir: None,
             watch: true,
@@ -322,6 +329,20 @@ pub struct AdminSection {
     pub listen: SocketAddr,
     /// A file holding the bearer token (surrounding whitespace ignored).
     pub token_file: PathBuf,
+}
+
+/// `[telemetry]`: where traces go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// An OTLP/HTTP collector: `http://host:4318` or its full `/v1/traces` URL.
+    pub otlp_endpoint: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_service_name() -> String {
+    "membrane".into()
 }
 
 /// `[audit]`: where the audit stream goes.

@@ -189,6 +189,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     };
     app.log_metrics().await;
+    let flushing = app.clone();
+    let _ = tokio::task::spawn_blocking(move || flushing.flush_traces()).await;
     Ok(code)
 }
 

@@ -720,3 +720,149 @@ async fn a_click_in_the_console_approves_a_held_call() {
     );
     page.close().await.unwrap();
 }
+
+/// An OTLP/HTTP receiver on a loopback port: what it received, as the JSON bodies posted to
+/// `/v1/traces`.
+async fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: String| {
+            let keep = keep.clone();
+            async move {
+                keep.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap_or(Value::Null));
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+/// Every span received so far, with its attributes as a map.
+fn spans(received: &std::sync::Mutex<Vec<Value>>) -> Vec<Value> {
+    let bodies = received.lock().unwrap().clone();
+    let mut spans = Vec::new();
+    for body in bodies {
+        for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    let mut span = span.clone();
+                    let attributes: serde_json::Map<String, Value> = span["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|a| {
+                            let value = &a["value"];
+                            let text = value["stringValue"].clone();
+                            let text = if text.is_null() { value.clone() } else { text };
+                            (a["key"].as_str().unwrap().to_owned(), text)
+                        })
+                        .collect();
+                    span["attrs"] = Value::Object(attributes);
+                    spans.push(span);
+                }
+            }
+        }
+    }
+    spans
+}
+
+#[tokio::test]
+async fn requests_and_plugin_calls_are_traced_over_otlp_in_the_clients_trace() {
+    let (collector, received) = otlp_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[telemetry]\notlp_endpoint = {collector:?}\n{}",
+        common::guard_toml(&["delete_*"])
+    );
+    let config = write_config(dir.path(), &toml);
+    let (_upstream, upstream_url) = common::http::python_http_server(&[]).await;
+    let (_membrane, url) = common::http::membrane_reverse_with(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--upstream",
+            &upstream_url,
+        ],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    let mut client = common::http::Http::new(&url);
+    client.initialize().await;
+    let session = client.session.clone().unwrap();
+
+    // The client's trace goes on through membrane to the server.
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let parent = "b7ad6b7169203331";
+    let call = json!({
+        "name": "meta",
+        "arguments": {},
+        "_meta": { "traceparent": format!("00-{trace_id}-{parent}-01"), "tracestate": "vendor=1" },
+    });
+    let answer = client.request(7, "tools/call", call).await;
+    let seen: Value = serde_json::from_str(common::tool_text(&answer)).unwrap();
+    let forwarded = seen["traceparent"]
+        .as_str()
+        .expect("the server got a traceparent");
+    let fields: Vec<&str> = forwarded.split('-').collect();
+    assert_eq!(fields[1], trace_id, "same trace: {forwarded}");
+    assert_ne!(
+        fields[2], parent,
+        "membrane's span is the server's parent: {forwarded}"
+    );
+    assert_eq!(seen["tracestate"], "vendor=1");
+
+    // A blocked call is traced too, and marked as an error.
+    let blocked = client.call_tool(8, "delete_everything", json!({})).await;
+    assert!(blocked["error"].is_object(), "{blocked}");
+
+    let mut found = Vec::new();
+    common::services::eventually("spans reach the collector", async || {
+        found = spans(&received);
+        found
+            .iter()
+            .any(|s| s["name"] == "tools/call delete_everything")
+            && found
+                .iter()
+                .filter(|s| s["name"] == "plugin tool_guard")
+                .count()
+                >= 2
+    })
+    .await;
+    let request = found
+        .iter()
+        .find(|s| s["name"] == "tools/call meta")
+        .unwrap();
+    assert_eq!(request["traceId"], trace_id);
+    assert_eq!(request["parentSpanId"], parent);
+    assert_eq!(request["spanId"], fields[2]);
+    let attrs = &request["attrs"];
+    assert_eq!(attrs["mcp.method.name"], "tools/call");
+    assert_eq!(attrs["gen_ai.tool.name"], "meta");
+    assert_eq!(attrs["mcp.session.id"], session.as_str());
+    assert_eq!(attrs["jsonrpc.request.id"], "7");
+    assert!(attrs["mcp.protocol.version"].is_string(), "{request}");
+    assert!(attrs.get("error.type").is_none(), "{request}");
+    let plugin = found
+        .iter()
+        .find(|s| s["name"] == "plugin tool_guard" && s["parentSpanId"] == request["spanId"])
+        .expect("the plugin call is a child of the request's span");
+    assert_eq!(plugin["traceId"], trace_id);
+    assert_eq!(plugin["attrs"]["membrane.verdict"], "continue");
+    let failed = found
+        .iter()
+        .find(|s| s["name"] == "tools/call delete_everything")
+        .unwrap();
+    assert!(failed["attrs"]["error.type"].is_string(), "{failed}");
+    let blocking = found
+        .iter()
+        .find(|s| s["name"] == "plugin tool_guard" && s["parentSpanId"] == failed["spanId"])
+        .unwrap();
+    assert_eq!(blocking["attrs"]["membrane.verdict"], "block");
+}

@@ -20,7 +20,7 @@ use crate::config::{Config, ConfigError, ConfigSource};
 use crate::interceptor::{InterceptorChain, LinkPolicy, PauseController, PauseEvent};
 use crate::proxy::Pipeline;
 use crate::session::{EventStore, SessionManager, StoreError, Stores};
-use crate::telemetry::{Audit, Scrape};
+use crate::telemetry::{Audit, Scrape, Tracing};
 use crate::transport::tls::{ServerTls, TlsError, http_client};
 use crate::wasm::{PluginEnv, PluginRegistry, PluginSpec, RegistryError, ReloadReport};
 
@@ -36,6 +36,8 @@ pub enum AppError {
     Auth(String),
     #[error("[session] store: {0}")]
     Store(#[from] StoreError),
+    #[error("[telemetry] otlp_endpoint: {0}")]
+    Telemetry(String),
     #[error("[audit] file {path}: {source}")]
     Audit {
         path: String,
@@ -101,6 +103,11 @@ impl App {
                 source,
             })?;
             pipeline.audit = Some(Arc::new(opened));
+        }
+        if let Some(telemetry) = &config.telemetry {
+            let tracing = Tracing::start(&telemetry.otlp_endpoint, &telemetry.service_name)
+                .map_err(AppError::Telemetry)?;
+            pipeline.tracing = Some(Arc::new(tracing));
         }
         let tls = match &config.tls {
             Some(tls) => Some(ServerTls::load(&tls.cert, &tls.key)?),
@@ -232,6 +239,13 @@ impl App {
             && let Err(e) = auth.reload().await
         {
             tracing::error!("[auth] files not reloaded, the current ones stay: {e}");
+        }
+    }
+
+    /// Sends the traces still batched (when membrane stops), within a second.
+    pub fn flush_traces(&self) {
+        if let Some(tracing) = &self.pipeline.tracing {
+            tracing.shutdown(Duration::from_secs(1));
         }
     }
 

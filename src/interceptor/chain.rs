@@ -128,10 +128,17 @@ impl InterceptorChain {
             {
                 continue;
             }
+            let call = ctx
+                .trace
+                .as_ref()
+                .map(|trace| trace.call(interceptor.name()));
             let action = match interceptor.intercept(ctx).await {
                 Ok(action) => action,
                 Err(e) => link.fail(&e.0, ctx),
             };
+            if let Some(call) = call {
+                call.verdict(action.name());
+            }
             if let Some(outcome) = self.settle(ctx, action, index) {
                 return outcome;
             }

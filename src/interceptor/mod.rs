@@ -23,6 +23,7 @@ pub use pause::{
 use crate::auth::Principal;
 use crate::protocol::{Direction, Message};
 use crate::session::SessionId;
+use crate::telemetry::PluginTracer;
 use crate::transport::TransportType;
 
 /// Everything an interceptor knows about a message.
@@ -44,6 +45,8 @@ pub struct InterceptContext {
     pub metadata: BTreeMap<String, String>,
     /// Whether an interceptor (or an operator) replaced the message.
     pub modified: bool,
+    /// Where plugin calls are traced, when the message's request is.
+    pub trace: Option<PluginTracer>,
 }
 
 impl InterceptContext {
@@ -67,6 +70,7 @@ impl InterceptContext {
             timestamp: Instant::now(),
             metadata: BTreeMap::new(),
             modified: false,
+            trace: None,
         }
     }
 
@@ -95,6 +99,20 @@ pub enum InterceptAction {
         duration: Duration,
         then: Box<InterceptAction>,
     },
+}
+
+impl InterceptAction {
+    /// The verdict's name: `continue`, `modify`, `block`, `mock`, `pause` or `delay`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            InterceptAction::Continue => "continue",
+            InterceptAction::Modify(_) => "modify",
+            InterceptAction::Block { .. } => "block",
+            InterceptAction::Mock { .. } => "mock",
+            InterceptAction::Pause { .. } => "pause",
+            InterceptAction::Delay { .. } => "delay",
+        }
+    }
 }
 
 /// An interceptor failed to decide (a Wasm trap, a malformed answer, ...).

@@ -8,6 +8,7 @@
 //! matches no request awaiting one (late, duplicate, after a cancel) is dropped and counted: it
 //! could otherwise slip past interceptors that look at answers by their request's method.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -21,12 +22,12 @@ use crate::interceptor::{
     ChainOutcome, InterceptAction, InterceptContext, InterceptorChain, PauseController, Resolution,
 };
 use crate::protocol::{
-    CANCELLED, Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response,
+    CANCELLED, Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response, id_key,
 };
 use crate::session::{
     LiveSession, Session, SessionError, SessionId, SessionManager, SessionStatus, Verdict,
 };
-use crate::telemetry::{Audit, Metrics};
+use crate::telemetry::{Audit, Metrics, PluginTracer, RequestInfo, RequestTrace, Tracing};
 use crate::transport::{Frame, Outbox, TransportType};
 
 /// The shared machinery every session's messages pass through.
@@ -45,6 +46,8 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// Where verdicts other than continue are recorded, when `[audit]` is configured.
     pub audit: Option<Arc<Audit>>,
+    /// Where requests are traced, when `[telemetry]` names an OTLP endpoint.
+    pub tracing: Option<Arc<Tracing>>,
 }
 
 /// The default bound on messages in one batch.
@@ -66,6 +69,7 @@ impl Pipeline {
             unmatched_answers: AtomicU64::new(0),
             metrics: Arc::default(),
             audit: None,
+            tracing: None,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct SessionContext {
     pub(super) held: TaskTracker,
     /// Fires when the session starts to end: held messages are then blocked, not delivered.
     pub(super) ending: CancellationToken,
+    /// The spans of traced requests awaiting their answers, by [`id_key`].
+    traces: Mutex<HashMap<String, RequestTrace>>,
 }
 
 impl SessionContext {
@@ -118,6 +124,19 @@ impl SessionContext {
             upstream_session_id,
             held: TaskTracker::new(),
             ending: CancellationToken::new(),
+            traces: Mutex::default(),
+        }
+    }
+
+    /// The span of a traced request, once it is answered.
+    fn answered(&self, request_id: &str, answer: &Message) {
+        let trace = self
+            .traces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id_key(request_id).as_ref());
+        if let Some(trace) = trace {
+            Tracing::answered(trace, answer);
         }
     }
 
@@ -182,6 +201,20 @@ impl Pipeline {
     ) {
         let method = message.method().or(request_method.as_deref());
         self.metrics.message(lane.direction, kind, method);
+        let (message, trace) = match &self.tracing {
+            Some(tracing)
+                if lane.direction == Direction::ClientToServer && kind == MessageKind::Request =>
+            {
+                let (message, trace) = self.trace_request(tracing, session, &message);
+                let trace = PluginTracer {
+                    tracing: tracing.clone(),
+                    trace,
+                };
+                (message, Some(trace))
+            }
+            _ => (message, None),
+        };
+        let method = message.method().or(request_method.as_deref());
         let chain = self.chain.load();
         if !chain.wants(lane.direction, kind, method) {
             lane.forward.send(message).await;
@@ -190,7 +223,16 @@ impl Pipeline {
         let chain = Guard::into_inner(chain);
         // Boxed: the chain's state lives only while a message is in it, so an idle session's
         // tasks stay small.
-        Box::pin(self.intercept(session, lane, chain, message, request_method, frame_id)).await;
+        let intercepting = self.intercept(
+            session,
+            lane,
+            chain,
+            message,
+            request_method,
+            frame_id,
+            trace,
+        );
+        Box::pin(intercepting).await;
     }
 
     /// Runs the chain on a message and enacts its outcome.
@@ -202,6 +244,7 @@ impl Pipeline {
         message: Message,
         request_method: Option<String>,
         frame_id: u64,
+        trace: Option<PluginTracer>,
     ) {
         let transport = match lane.direction {
             Direction::ClientToServer => session.client_transport,
@@ -217,6 +260,7 @@ impl Pipeline {
         ctx.protocol_version = session.protocol_version();
         ctx.request_method = request_method;
         ctx.principal = session.principal.clone();
+        ctx.trace = trace;
         let outcome = chain.run(&mut ctx, 0).await;
         match outcome.action {
             InterceptAction::Pause { .. } | InterceptAction::Delay { .. } => {
@@ -293,6 +337,32 @@ impl Pipeline {
         }
     }
 
+    /// Starts the span of a client's request (kept until its answer) and returns the request
+    /// to forward, its `_meta` naming the span.
+    fn trace_request(
+        &self,
+        tracing: &Tracing,
+        session: &SessionContext,
+        request: &Message,
+    ) -> (Message, RequestTrace) {
+        let version = session.protocol_version();
+        let id = request.id().unwrap_or_default();
+        let info = RequestInfo {
+            method: request.method().unwrap_or_default(),
+            session_id: (session.client_transport == TransportType::StreamableHttp)
+                .then_some(session.id.as_str()),
+            request_id: id,
+            protocol_version: version.as_deref(),
+        };
+        let (traced, trace) = tracing.request(request, info);
+        session
+            .traces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id_key(id).into_owned(), trace.clone());
+        (traced, trace)
+    }
+
     fn audit(
         &self,
         ctx: &InterceptContext,
@@ -357,6 +427,7 @@ impl Pipeline {
                 if let Some(id) = ctx.message.id() {
                     // It will never reach the other side: nothing awaits its answer.
                     session.live.resolve_request(ctx.direction, id);
+                    session.answered(id, &answer);
                 }
                 lane.reply.send(answer).await;
             }
@@ -405,10 +476,13 @@ impl Pipeline {
                 let Some(request) = session.live.resolve_request(direction.reverse(), id) else {
                     return Tracked::Unmatched;
                 };
-                if direction == Direction::ServerToClient
-                    && let Ok(waited) = request.sent_at.elapsed()
-                {
-                    self.metrics.upstream_answered(waited.as_secs_f64());
+                if direction == Direction::ServerToClient {
+                    if let Ok(waited) = request.sent_at.elapsed() {
+                        self.metrics.upstream_answered(waited.as_secs_f64());
+                    }
+                    if self.tracing.is_some() {
+                        session.answered(id, message);
+                    }
                 }
                 if request.method == INITIALIZE && kind == MessageKind::Response {
                     let status = SessionStatus::Active;

@@ -6,7 +6,8 @@ Usage: python_server.py PORT [--json] [--stateless] [--tls CERT KEY [--client-ca
 
 Tools: echo {message} -> message; add {a, b} -> a + b; steps {count, delay_ms} -> logs and
 reports progress `count` times, `delay_ms` apart, then answers "done after N steps";
-headers {} -> the HTTP request headers the call arrived with, as a JSON object.
+headers {} -> the HTTP request headers the call arrived with, as a JSON object; meta {} -> the
+`_meta` of the call's request, as a JSON object.
 
 With --tls it serves https with that certificate and key (through uvicorn, as the SDK's own
 runner takes no TLS settings); with --client-ca it also requires a client certificate signed
@@ -52,6 +53,15 @@ def headers(ctx: Context) -> str:
     request = ctx.request_context.request
     seen = {} if request is None else {k.lower(): v for k, v in request.headers.items()}
     return json.dumps(seen)
+
+
+@server.tool()
+def meta(ctx: Context) -> str:
+    """The `_meta` of this call's request, as a JSON object."""
+    found = ctx.request_context.meta or {}
+    if hasattr(found, "model_dump"):
+        found = found.model_dump(exclude_none=True)
+    return json.dumps(dict(found), default=str)
 
 
 def option(name, count=1):
