@@ -526,6 +526,21 @@ async fn ctl_lists_approves_denies_and_reloads() {
     assert_eq!(code, Some(0), "{err}");
     assert!(call.await.unwrap().unwrap_err().contains("ctl says no"));
 
+    let call = echo(&client, "modified by ctl");
+    let held = operated.held(1).await.remove(0);
+    let mut replacement = held["message"].clone();
+    replacement["params"]["arguments"]["message"] = json!("rewritten by ctl");
+    let (code, _, err) = operated
+        .ctl(&[
+            "modify",
+            &held["id"].to_string(),
+            "--message",
+            &replacement.to_string(),
+        ])
+        .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(call.await.unwrap().unwrap().contains("rewritten by ctl"));
+
     let (code, sessions, _) = operated.ctl(&["sessions"]).await;
     assert_eq!(code, Some(0));
     assert!(
@@ -648,8 +663,22 @@ async fn element(page: &fantoccini::Client, css: &str) -> fantoccini::elements::
         .unwrap()
 }
 
+/// Clicks the element `css` once it exists, again if the live page redrew it meanwhile.
+async fn click(page: &fantoccini::Client, css: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(found) = page.find(fantoccini::Locator::Css(css)).await
+            && found.click().await.is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{css} never clickable");
+}
+
 #[tokio::test]
-async fn a_click_in_the_console_approves_a_held_call() {
+async fn a_click_in_the_console_approves_denies_or_edits_a_held_call() {
     let operated = Operated::start("[plugins.config]\ntools = [\"echo\"]").await;
     let client = std::sync::Arc::new(client(&operated.url).await);
     let (_chromedriver, page) = browser().await;
@@ -671,15 +700,19 @@ async fn a_click_in_the_console_approves_a_held_call() {
     })
     .await
     .expect("the console follows the live events");
+    let address = page.current_url().await.unwrap();
     assert!(
-        !page.current_url().await.unwrap().as_str().contains(TOKEN),
+        !address.as_str().contains(TOKEN),
         "the token leaves the address bar"
     );
 
     // A held call appears by itself; a click approves it and the client gets the server's answer.
     let call = echo(&client, "approved in a browser");
-    let held = element(&page, ".held[data-held-id]").await;
-    let text = held.text().await.unwrap();
+    let card = format!(
+        ".held[data-held-id=\"{}\"]",
+        operated.held(1).await[0]["id"]
+    );
+    let text = element(&page, &card).await.text().await.unwrap();
     assert!(
         text.contains("echo") && text.contains("approved in a browser"),
         "{text}"
@@ -688,36 +721,39 @@ async fn a_click_in_the_console_approves_a_held_call() {
     if let Ok(path) = std::env::var("MEMBRANE_CONSOLE_SCREENSHOT") {
         std::fs::write(path, page.screenshot().await.unwrap()).unwrap();
     }
-    held.find(fantoccini::Locator::Css("button.approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&page, &format!("{card} button.approve")).await;
     let answer = call.await.unwrap().expect("approved in the console");
     assert!(answer.contains("approved in a browser"), "{answer}");
 
     // Deny asks for a reason, which the client hears.
     let call = echo(&client, "denied in a browser");
-    let held = element(&page, ".held[data-held-id]").await;
-    held.find(fantoccini::Locator::Css("button.deny"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    let card = format!(
+        ".held[data-held-id=\"{}\"]",
+        operated.held(1).await[0]["id"]
+    );
+    click(&page, &format!("{card} button.deny")).await;
     page.send_alert_text("the browser says no").await.unwrap();
     page.accept_alert().await.unwrap();
     let denied = call.await.unwrap().expect_err("denied in the console");
     assert!(denied.contains("the browser says no"), "{denied}");
-    assert!(
-        operated
-            .get("/v1/held")
-            .await
-            .as_array()
-            .unwrap()
-            .is_empty()
+
+    // Edit: the replacement typed into the page is what the server gets.
+    let call = echo(&client, "edited in a browser");
+    let card = format!(
+        ".held[data-held-id=\"{}\"]",
+        operated.held(1).await[0]["id"]
     );
+    click(&page, &format!("{card} button.edit")).await;
+    let editor = element(&page, &format!("{card} textarea.modify-json")).await;
+    let original = editor.prop("value").await.unwrap().unwrap();
+    let mut replacement: Value = serde_json::from_str(&original).unwrap();
+    replacement["params"]["arguments"]["message"] = json!("rewritten in a browser");
+    editor.clear().await.unwrap();
+    editor.send_keys(&replacement.to_string()).await.unwrap();
+    click(&page, &format!("{card} button.send-modified")).await;
+    let answer = call.await.unwrap().expect("modified in the console");
+    assert!(answer.contains("rewritten in a browser"), "{answer}");
+    assert!(operated.held(0).await.is_empty());
     page.close().await.unwrap();
 }
 

@@ -59,6 +59,15 @@ enum CtlCommand {
         #[arg(long)]
         digest: Option<String>,
     },
+    /// Replace a held message, then let the replacement through.
+    Modify {
+        id: u64,
+        /// The replacement JSON-RPC message (same kind and id as the held one).
+        #[arg(long)]
+        message: String,
+        #[arg(long)]
+        digest: Option<String>,
+    },
     /// List the plugins of the chain with their metrics.
     Plugins,
     /// Reload the configuration and plugins (as SIGHUP does).
@@ -221,6 +230,25 @@ impl Ctl {
                     .post(
                         &format!("/v1/held/{id}/deny"),
                         json!({ "digest": digest, "reason": reason }),
+                    )
+                    .await?;
+                print(&answer, settled_line);
+            }
+            CtlCommand::Modify {
+                id,
+                message,
+                digest,
+            } => {
+                let message: Value = serde_json::from_str(&message)
+                    .context("--message must be a JSON-RPC message in JSON")?;
+                let digest = match digest {
+                    Some(digest) => digest,
+                    None => client.digest_of(id).await?,
+                };
+                let answer = client
+                    .post(
+                        &format!("/v1/held/{id}/modify"),
+                        json!({ "digest": digest, "message": message }),
                     )
                     .await?;
                 print(&answer, settled_line);

@@ -128,6 +128,26 @@ impl SessionContext {
         }
     }
 
+    /// What interceptors see of a message that arrived travelling `direction`.
+    fn context(
+        &self,
+        direction: Direction,
+        message: Message,
+        request_method: Option<String>,
+        frame_id: u64,
+    ) -> InterceptContext {
+        let transport = match direction {
+            Direction::ClientToServer => self.client_transport,
+            Direction::ServerToClient => self.upstream_transport,
+        };
+        let mut ctx =
+            InterceptContext::new(message, direction, self.id.clone(), transport, frame_id);
+        ctx.protocol_version = self.protocol_version();
+        ctx.request_method = request_method;
+        ctx.principal = self.principal.clone();
+        ctx
+    }
+
     /// The span of a traced request, once it is answered.
     fn answered(&self, request_id: &str, answer: &Message) {
         let trace = self
@@ -223,16 +243,9 @@ impl Pipeline {
         let chain = Guard::into_inner(chain);
         // Boxed: the chain's state lives only while a message is in it, so an idle session's
         // tasks stay small.
-        let intercepting = self.intercept(
-            session,
-            lane,
-            chain,
-            message,
-            request_method,
-            frame_id,
-            trace,
-        );
-        Box::pin(intercepting).await;
+        let mut ctx = session.context(lane.direction, message, request_method, frame_id);
+        ctx.trace = trace;
+        Box::pin(self.intercept(session, lane, chain, ctx)).await;
     }
 
     /// Runs the chain on a message and enacts its outcome.
@@ -241,26 +254,8 @@ impl Pipeline {
         session: &Arc<SessionContext>,
         lane: &Lane,
         chain: Arc<InterceptorChain>,
-        message: Message,
-        request_method: Option<String>,
-        frame_id: u64,
-        trace: Option<PluginTracer>,
+        mut ctx: InterceptContext,
     ) {
-        let transport = match lane.direction {
-            Direction::ClientToServer => session.client_transport,
-            Direction::ServerToClient => session.upstream_transport,
-        };
-        let mut ctx = InterceptContext::new(
-            message,
-            lane.direction,
-            session.id.clone(),
-            transport,
-            frame_id,
-        );
-        ctx.protocol_version = session.protocol_version();
-        ctx.request_method = request_method;
-        ctx.principal = session.principal.clone();
-        ctx.trace = trace;
         let outcome = chain.run(&mut ctx, 0).await;
         match outcome.action {
             InterceptAction::Pause { .. } | InterceptAction::Delay { .. } => {
