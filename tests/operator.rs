@@ -497,6 +497,15 @@ async fn ctl_lists_approves_denies_and_reloads() {
     let operated = Operated::start("[plugins.config]\ntools = [\"echo\"]").await;
     let client = std::sync::Arc::new(client(&operated.url).await);
 
+    let mut watch = Command::new(membrane())
+        .arg("ctl")
+        .args(["--admin", &operated.admin, "--token-file"])
+        .arg(operated.path("token"))
+        .arg("watch")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
     let call = echo(&client, "by ctl");
     let held = operated.held(1).await.remove(0);
     let (code, table, _) = operated.ctl(&["held"]).await;
@@ -570,6 +579,17 @@ async fn ctl_lists_approves_denies_and_reloads() {
     let (code, _, err) = operated.ctl(&["reload"]).await;
     assert_ne!(code, Some(0));
     assert!(err.contains("refused"), "{err}");
+
+    // `watch` followed it all as it happened.
+    watch.start_kill().unwrap();
+    let watched = watch.wait_with_output().await.unwrap();
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    for kind in ["held ", "settled ", "reload "] {
+        assert!(
+            watched.lines().any(|l| l.starts_with(kind)),
+            "{kind}in {watched}"
+        );
+    }
 
     // Without the token, ctl says what to do.
     let output = Command::new(membrane())
