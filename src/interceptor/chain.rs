@@ -131,7 +131,7 @@ impl InterceptorChain {
             let call = ctx
                 .trace
                 .as_ref()
-                .map(|trace| trace.call(interceptor.name()));
+                .map(|trace| trace.start(interceptor.name()));
             let action = match interceptor.intercept(ctx).await {
                 Ok(action) => action,
                 Err(e) => link.fail(&e.0, ctx),

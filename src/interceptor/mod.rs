@@ -23,7 +23,6 @@ pub use pause::{
 use crate::auth::Principal;
 use crate::protocol::{Direction, Message};
 use crate::session::SessionId;
-use crate::telemetry::PluginTracer;
 use crate::transport::TransportType;
 
 /// Everything an interceptor knows about a message.
@@ -45,8 +44,8 @@ pub struct InterceptContext {
     pub metadata: BTreeMap<String, String>,
     /// Whether an interceptor (or an operator) replaced the message.
     pub modified: bool,
-    /// Where plugin calls are traced, when the message's request is.
-    pub trace: Option<PluginTracer>,
+    /// Where interceptor calls are traced, when the message's request is.
+    pub trace: Option<Arc<dyn CallTracer>>,
 }
 
 impl InterceptContext {
@@ -113,6 +112,17 @@ impl InterceptAction {
             InterceptAction::Delay { .. } => "delay",
         }
     }
+}
+
+/// Traces interceptor calls (the telemetry room implements it): each call opens a span that
+/// its verdict closes.
+pub trait CallTracer: Send + Sync + std::fmt::Debug {
+    fn start(&self, interceptor: &str) -> Box<dyn TracedCall>;
+}
+
+/// One interceptor call being traced.
+pub trait TracedCall: Send {
+    fn verdict(self: Box<Self>, verdict: &str);
 }
 
 /// An interceptor failed to decide (a Wasm trap, a malformed answer, ...).

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::interceptor::{
-    ChainOutcome, InterceptAction, InterceptContext, InterceptorChain, PauseController, Resolution,
+    CallTracer, ChainOutcome, InterceptAction, InterceptContext, InterceptorChain, PauseController,
+    Resolution,
 };
 use crate::protocol::{
     CANCELLED, Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response, id_key,
@@ -226,10 +227,10 @@ impl Pipeline {
                 if lane.direction == Direction::ClientToServer && kind == MessageKind::Request =>
             {
                 let (message, trace) = self.trace_request(tracing, session, &message);
-                let trace = PluginTracer {
+                let trace: Arc<dyn CallTracer> = Arc::new(PluginTracer {
                     tracing: tracing.clone(),
                     trace,
-                };
+                });
                 (message, Some(trace))
             }
             _ => (message, None),

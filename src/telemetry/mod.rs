@@ -10,4 +10,4 @@ mod traces;
 
 pub use audit::Audit;
 pub use metrics::{Ending, Metrics, Scrape};
-pub use traces::{PluginCall, PluginTracer, RequestInfo, RequestTrace, Tracing};
+pub use traces::{PluginTracer, RequestInfo, RequestTrace, Tracing};

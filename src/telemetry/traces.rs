@@ -18,6 +18,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use serde_json::Value;
 
+use crate::interceptor::{CallTracer, TracedCall};
 use crate::protocol::Message;
 
 /// The trace context of one request in flight: its span, current while it lives.
@@ -142,8 +143,8 @@ impl Tracing {
         span.end();
     }
 
-    /// A child span for one plugin call under `trace`; finish it with [`PluginCall::verdict`].
-    pub fn plugin_call(&self, trace: &RequestTrace, plugin: &str) -> PluginCall {
+    /// A child span for one plugin call under `trace`; its verdict ends it.
+    fn plugin_call(&self, trace: &RequestTrace, plugin: &str) -> PluginCall {
         let span = self
             .tracer
             .span_builder(format!("plugin {plugin}"))
@@ -162,7 +163,6 @@ impl Tracing {
 }
 
 /// Where a message's plugin calls are traced: under its request's span.
-#[derive(Clone)]
 pub struct PluginTracer {
     pub tracing: std::sync::Arc<Tracing>,
     pub trace: RequestTrace,
@@ -174,17 +174,17 @@ impl std::fmt::Debug for PluginTracer {
     }
 }
 
-impl PluginTracer {
-    pub fn call(&self, plugin: &str) -> PluginCall {
-        self.tracing.plugin_call(&self.trace, plugin)
+impl CallTracer for PluginTracer {
+    fn start(&self, interceptor: &str) -> Box<dyn TracedCall> {
+        Box::new(self.tracing.plugin_call(&self.trace, interceptor))
     }
 }
 
 /// The span of one plugin call.
 pub struct PluginCall(opentelemetry_sdk::trace::Span);
 
-impl PluginCall {
-    pub fn verdict(mut self, verdict: &str) {
+impl TracedCall for PluginCall {
+    fn verdict(mut self: Box<Self>, verdict: &str) {
         self.0
             .set_attribute(KeyValue::new("membrane.verdict", verdict.to_owned()));
         self.0.end();
