@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{Peer, echo_request, report};
+use support::{Peer, echo_request, interleave, report};
 
 const WARM_UP_ROUNDS: usize = 1_000;
 const ROUNDS: usize = 20_000;
@@ -85,16 +85,7 @@ fn main() {
     };
 
     let request = echo_request();
-    for round in 0..WARM_UP_ROUNDS + ROUNDS {
-        for turn in 0..peers.len() {
-            let peer = &mut peers[(round + turn) % 2];
-            let elapsed = peer.exchange(&request);
-            assert!(peer.line.contains("mmmm"), "{}: {}", peer.name, peer.line);
-            if round >= WARM_UP_ROUNDS {
-                peer.samples.push(elapsed);
-            }
-        }
-    }
+    interleave(&mut peers, &request, WARM_UP_ROUNDS, ROUNDS);
     stop.store(true, Ordering::Relaxed);
     swapper.join().unwrap();
     drop(peers[1].child.kill());

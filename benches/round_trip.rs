@@ -19,7 +19,7 @@ mod support;
 
 use std::process::Stdio;
 
-use support::{Peer, echo_request, report};
+use support::{Peer, echo_request, interleave, report};
 
 const WARM_UP_ROUNDS: usize = 2_000;
 const ROUNDS: usize = 20_000;
@@ -67,17 +67,7 @@ fn main() {
     }
     let request = echo_request();
 
-    for round in 0..WARM_UP_ROUNDS + ROUNDS {
-        for turn in 0..peers.len() {
-            let count = peers.len();
-            let peer = &mut peers[(round + turn) % count];
-            let elapsed = peer.exchange(&request);
-            assert!(peer.line.contains("mmmm"), "{}: {}", peer.name, peer.line);
-            if round >= WARM_UP_ROUNDS {
-                peer.samples.push(elapsed);
-            }
-        }
-    }
+    interleave(&mut peers, &request, WARM_UP_ROUNDS, ROUNDS);
 
     println!("echo round trip, 1 KiB, {ROUNDS} interleaved rounds");
     report(&mut peers);

@@ -80,6 +80,22 @@ pub fn echo_request() -> String {
     .to_string()
 }
 
+/// Sends `request` to every peer in turn, round after round (rotating who goes first), and
+/// keeps each answer's time after the first `warm_up` rounds: machine noise falls on all alike.
+pub fn interleave(peers: &mut [Peer], request: &str, warm_up: usize, rounds: usize) {
+    let count = peers.len();
+    for round in 0..warm_up + rounds {
+        for turn in 0..count {
+            let peer = &mut peers[(round + turn) % count];
+            let elapsed = peer.exchange(request);
+            assert!(peer.line.contains("mmmm"), "{}: {}", peer.name, peer.line);
+            if round >= warm_up {
+                peer.samples.push(elapsed);
+            }
+        }
+    }
+}
+
 /// Sorts each peer's samples and prints median, p90, p99 and ratios to the first peer.
 pub fn report(peers: &mut [Peer]) {
     for peer in peers.iter_mut() {

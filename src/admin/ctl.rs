@@ -131,8 +131,11 @@ impl Client {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
-    /// The digest of held message `id` now.
-    async fn digest_of(&self, id: u64) -> anyhow::Result<String> {
+    /// The digest the operator gave, else that of held message `id` now.
+    async fn digest(&self, id: u64, given: Option<String>) -> anyhow::Result<String> {
+        if let Some(digest) = given {
+            return Ok(digest);
+        }
         let held = self.get("/v1/held").await?;
         let message = held
             .as_array()
@@ -209,10 +212,7 @@ impl Ctl {
             }
             CtlCommand::Held => print(&client.get("/v1/held").await?, held_table),
             CtlCommand::Approve { id, digest } => {
-                let digest = match digest {
-                    Some(digest) => digest,
-                    None => client.digest_of(id).await?,
-                };
+                let digest = client.digest(id, digest).await?;
                 let answer = client
                     .post(
                         &format!("/v1/held/{id}/approve"),
@@ -222,10 +222,7 @@ impl Ctl {
                 print(&answer, settled_line);
             }
             CtlCommand::Deny { id, reason, digest } => {
-                let digest = match digest {
-                    Some(digest) => digest,
-                    None => client.digest_of(id).await?,
-                };
+                let digest = client.digest(id, digest).await?;
                 let answer = client
                     .post(
                         &format!("/v1/held/{id}/deny"),
@@ -241,10 +238,7 @@ impl Ctl {
             } => {
                 let message: Value = serde_json::from_str(&message)
                     .context("--message must be a JSON-RPC message in JSON")?;
-                let digest = match digest {
-                    Some(digest) => digest,
-                    None => client.digest_of(id).await?,
-                };
+                let digest = client.digest(id, digest).await?;
                 let answer = client
                     .post(
                         &format!("/v1/held/{id}/modify"),

@@ -94,7 +94,7 @@ pub(super) async fn settle(
             (Resolution::Block { reason }, "denied")
         }
         "modify" => {
-            let held = pauses.paused().into_iter().find(|p| p.id == id);
+            let held = pauses.held(id);
             match replacement(settlement.message.as_ref(), held.as_ref()) {
                 Ok(message) => (Resolution::Modify(message), "modified"),
                 Err(e) => return failure(StatusCode::BAD_REQUEST, &e),

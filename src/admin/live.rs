@@ -68,7 +68,7 @@ fn pause_event(pause: PauseEvent) -> Event {
             ..
         } => event(
             "settled",
-            json!({ "id": id, "session": session_id, "outcome": outcome, "by": by }),
+            json!({ "id": id, "session": session_id, "outcome": outcome.name(), "by": by }),
         ),
     }
 }

@@ -68,8 +68,7 @@ pub struct PausedMessage {
 }
 
 /// How a held message ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Approved,
     Denied,
@@ -231,6 +230,11 @@ impl PauseController {
                 }
             }
         }
+    }
+
+    /// The message held under `id`, if it still is.
+    pub fn held(&self, id: u64) -> Option<PausedMessage> {
+        self.held.lock().get(&id).map(|h| h.paused.clone())
     }
 
     /// Messages currently held, oldest first.

@@ -69,7 +69,7 @@ pub enum Verdict {
 }
 
 /// What a live session did so far, for an operator.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Activity {
     pub client_to_server: u64,
     pub server_to_client: u64,
@@ -78,7 +78,6 @@ pub struct Activity {
     pub modified: u64,
     pub held: u64,
     pub pending_requests: usize,
-    #[serde(skip)]
     pub last_active: SystemTime,
 }
 
