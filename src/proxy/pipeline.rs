@@ -103,7 +103,8 @@ pub struct SessionContext {
     pub(super) held: TaskTracker,
     /// Fires when the session starts to end: held messages are then blocked, not delivered.
     pub(super) ending: CancellationToken,
-    /// The spans of traced requests awaiting their answers, by [`id_key`].
+    /// The spans of traced requests awaiting their answers, by [`id_key`]: as bounded as the
+    /// requests awaiting answers, since every way a request leaves them takes its span too.
     traces: Mutex<HashMap<String, RequestTrace>>,
 }
 
@@ -151,14 +152,15 @@ impl SessionContext {
 
     /// The span of a traced request, once it is answered.
     fn answered(&self, request_id: &str, answer: &Message) {
-        let trace = self
-            .traces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id_key(request_id).as_ref());
-        if let Some(trace) = trace {
+        if let Some(trace) = self.forget_trace(request_id) {
             Tracing::answered(trace, answer);
         }
+    }
+
+    /// Takes the span of a traced request out of those awaiting answers (dropped, it ends).
+    fn forget_trace(&self, request_id: &str) -> Option<RequestTrace> {
+        let mut traces = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        traces.remove(id_key(request_id).as_ref())
     }
 
     fn protocol_version(&self) -> Option<Arc<str>> {
@@ -510,9 +512,10 @@ impl Pipeline {
         };
         let request_id = &value["params"]["requestId"];
         if request_id.is_number() || request_id.is_string() {
-            session
-                .live
-                .resolve_request(direction, &request_id.to_string());
+            let request_id = request_id.to_string();
+            session.live.resolve_request(direction, &request_id);
+            // No answer will end its span: a cancelled request's span ends with the cancel.
+            session.forget_trace(&request_id);
         }
     }
 
