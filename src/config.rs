@@ -34,6 +34,14 @@
 //! [audit]                       # one JSON line per verdict other than continue, per settled
 //! file = "audit.jsonl"          # held message and per reload; "-" for stderr
 //!
+//! [record]                      # tapes of sessions (see crate::record), one per session
+//! dir = "tapes"                 # or --record DIR
+//! sessions = 1.0                # the fraction of new sessions recorded
+//! max_tape_bytes = 67108864     # a tape stops growing here (lines past it are dropped)
+//! max_dir_bytes = 1073741824    # the oldest tapes are removed to stay under this
+//! after = "secret-redactor"     # tapes copy messages as this plugin left them, so what it
+//!                               # removes stays off disk; default: as they arrived
+//!
 //! [telemetry]                   # OpenTelemetry traces of requests and plugin calls
 //! otlp_endpoint = "http://127.0.0.1:4318"   # an OTLP/HTTP collector (JSON encoding)
 //! service_name = "membrane"
@@ -98,8 +106,15 @@
 //! fresh_instances = false       # true: a new instance for every call (no state survives)
 //! fuel = 10000000               # optional: a budget that does not depend on the machine
 //! grants = ["log"]              # the default; also "session-kv" and "clock"
+//! mode = "enforce"              # or "audit": verdicts logged, counted, recorded, not enforced
 //! [plugins.config]
 //! deny = ["delete_*"]
+//!
+//! [[plugins]]                   # a new version, tried on some sessions first
+//! name = "tool-guard-2"
+//! path = "tool_guard_2.wasm"
+//! canary_of = "tool-guard"      # stands in for it...
+//! canary = 0.1                  # ...in this fraction of sessions; remove it to roll back
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -112,7 +127,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
-use crate::interceptor::{FailurePolicy, LinkPolicy, PauseTimeoutPolicy};
+use crate::interceptor::{FailurePolicy, LinkPolicy, Mode, PauseTimeoutPolicy};
 use crate::session::{SessionConfig, StoreSpec};
 use crate::transport::streamable_http::{FrontOptions, HostPolicy, UpstreamOptions};
 use crate::transport::tls::ClientTlsOptions;
@@ -138,6 +153,8 @@ pub enum ConfigError {
     },
     #[error("two plugins are named '{0}': give one of them another `name`")]
     DuplicateName(String),
+    #[error("[[plugins]] {0}")]
+    Chain(String),
     #[error("[http.upstream_headers] {name}: {reason}")]
     UpstreamHeader { name: String, reason: String },
 }
@@ -165,6 +182,8 @@ pub struct Config {
     pub audit: Option<AuditSection>,
     /// Export traces.
     pub telemetry: Option<TelemetrySection>,
+    /// Record sessions to tapes.
+    pub record: Option<RecordSection>,
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
     /// A directory of plugins: each `*.wasm` in it (by file name) joins the chain after
@@ -188,6 +207,7 @@ impl Default for Config {
             admin: None,
             audit: None,
             telemetry: None,
+            record: None,
             plugins: Vec::new(),
             plugin_dir: None,
             watch: true,
@@ -355,6 +375,47 @@ pub struct AuditSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RecordSection {
+    /// Where tapes go, one JSON Lines file per session.
+    pub dir: PathBuf,
+    /// The fraction of new sessions recorded.
+    #[serde(default = "all_sessions")]
+    pub sessions: f64,
+    #[serde(default = "default_max_tape_bytes")]
+    pub max_tape_bytes: u64,
+    #[serde(default = "default_max_dir_bytes")]
+    pub max_dir_bytes: u64,
+    /// The plugin after which tapes copy messages; before the whole chain when unset.
+    pub after: Option<String>,
+}
+
+impl RecordSection {
+    /// Recording every session into `dir`, with the default bounds.
+    pub fn into_dir(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            sessions: all_sessions(),
+            max_tape_bytes: default_max_tape_bytes(),
+            max_dir_bytes: default_max_dir_bytes(),
+            after: None,
+        }
+    }
+}
+
+fn all_sessions() -> f64 {
+    1.0
+}
+
+fn default_max_tape_bytes() -> u64 {
+    64 << 20
+}
+
+fn default_max_dir_bytes() -> u64 {
+    1 << 30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Defaults to the file name without extension.
     pub name: Option<String>,
@@ -371,6 +432,11 @@ pub struct PluginConfig {
     pub fuel: Option<u64>,
     /// Host capabilities the plugin may use; `["log"]` when unset.
     pub grants: Option<Vec<Capability>>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// The plugin this one is a new version of: it stands in for it in `canary` of sessions.
+    pub canary_of: Option<String>,
+    pub canary: Option<f64>,
     /// Handed to the plugin's `init` as JSON.
     #[serde(default = "empty_table")]
     pub config: toml::Table,
@@ -408,6 +474,9 @@ impl Config {
         if let Some(admin) = &mut config.admin {
             relative(&mut admin.token_file);
         }
+        if let Some(record) = &mut config.record {
+            relative(&mut record.dir);
+        }
         if let Some(audit) = &mut config.audit
             && audit.file != Path::new("-")
         {
@@ -441,7 +510,46 @@ impl Config {
         {
             return Err(ConfigError::DuplicateName(twice));
         }
+        self.check_chain(&plugins)?;
         Ok(plugins)
+    }
+
+    /// Every canary names a plugin of the chain that has no other, with a fraction in [0, 1];
+    /// `[record] after` names a plugin of the chain.
+    fn check_chain(&self, plugins: &[PluginConfig]) -> Result<(), ConfigError> {
+        let stable = |name: &str| {
+            plugins
+                .iter()
+                .any(|p| p.canary_of.is_none() && p.name() == name)
+        };
+        let mut tried = std::collections::HashSet::new();
+        for plugin in plugins {
+            let name = plugin.name();
+            let error = |what: String| Err(ConfigError::Chain(format!("'{name}': {what}")));
+            match (&plugin.canary_of, plugin.canary) {
+                (None, None) => {}
+                (Some(of), Some(fraction)) => {
+                    if !(0.0..=1.0).contains(&fraction) {
+                        return error(format!("canary = {fraction} is not a fraction in [0, 1]"));
+                    }
+                    if !stable(of) {
+                        return error(format!("canary_of = '{of}' names no plugin of the chain"));
+                    }
+                    if !tried.insert(of.clone()) {
+                        return error(format!("'{of}' already has a canary"));
+                    }
+                }
+                _ => return error("`canary` and `canary_of` go together".into()),
+            }
+        }
+        if let Some(after) = self.record.as_ref().and_then(|r| r.after.as_deref())
+            && !stable(after)
+        {
+            return Err(ConfigError::Chain(format!(
+                "[record] after = '{after}' names no plugin of the chain"
+            )));
+        }
+        Ok(())
     }
 
     /// How membrane's HTTP endpoint behaves when it listens on `listen`.
@@ -531,6 +639,7 @@ impl PluginConfig {
         LinkPolicy {
             on_error: self.on_error,
             on_pause_timeout: self.on_timeout,
+            mode: self.mode,
         }
     }
 
@@ -546,6 +655,9 @@ impl PluginConfig {
             fresh_instances: false,
             fuel: None,
             grants: None,
+            mode: Mode::default(),
+            canary_of: None,
+            canary: None,
             config: empty_table(),
         }
     }
@@ -686,6 +798,8 @@ pub struct ConfigSource {
     pub plugins: Vec<PathBuf>,
     /// A plugin directory given on the command line, in place of the file's.
     pub plugin_dir: Option<PathBuf>,
+    /// A tape directory given on the command line, in place of the file's `[record] dir`.
+    pub record: Option<PathBuf>,
     /// Clients come and go over HTTP, where a session has no connection whose end would end
     /// it: sessions without traffic then end after [`HTTP_IDLE_TIMEOUT`] unless configured.
     pub http_clients: bool,
@@ -705,6 +819,12 @@ impl ConfigSource {
             .extend(self.plugins.iter().cloned().map(PluginConfig::from_path));
         if let Some(dir) = &self.plugin_dir {
             config.plugin_dir = Some(dir.clone());
+        }
+        if let Some(dir) = &self.record {
+            match &mut config.record {
+                Some(record) => record.dir = dir.clone(),
+                None => config.record = Some(RecordSection::into_dir(dir.clone())),
+            }
         }
         if self.http_clients {
             let idle = &mut config.session.idle_timeout_secs;

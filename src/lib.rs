@@ -5,7 +5,7 @@
 //!
 //! Rooms: [`protocol`] (messages), [`transport`] (framing and peers), [`session`] (session
 //! state), [`interceptor`] (the chain), [`wasm`] (plugins), [`proxy`] (the pipeline and proxy
-//! assembly), [`auth`] (who is calling), [`config`] (the TOML file), [`telemetry`] (metrics
+//! assembly), [`record`] (tapes: recording, replay, testing a policy on them), [`auth`] (who is calling), [`config`] (the TOML file), [`telemetry`] (metrics
 //! and the audit stream), `admin` (the operator's API and console), `app` (wiring a
 //! configuration into a running proxy). Without the default `wasm` feature the crate builds
 //! without the Wasm host, the admin API and the app: the protocol, transport and proxy layers alone, which is
@@ -20,6 +20,7 @@ pub mod config;
 pub mod interceptor;
 pub mod protocol;
 pub mod proxy;
+pub mod record;
 pub mod session;
 pub mod telemetry;
 pub mod transport;

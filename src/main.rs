@@ -14,6 +14,7 @@ use membrane::admin::ctl::Ctl;
 use membrane::app::{App, Reloader};
 use membrane::config::ConfigSource;
 use membrane::proxy::{forward, reverse, shutdown_signal};
+use membrane::record::{Matching, Tape, TapeServer, against, test_policy};
 use membrane::session::EventWriter;
 use membrane::transport::{
     HttpServer, OutgoingTransport, StdioIncoming, StreamableHttpIncoming, StreamableHttpOutgoing,
@@ -55,6 +56,44 @@ enum Command {
         #[command(flatten)]
         upstream: Upstream,
     },
+    /// Serve a tape as the MCP server it recorded (stdio, or HTTP with --listen), or with
+    /// --against drive a real server with its client side and report answers that differ.
+    Replay {
+        /// A tape that `[record]` or `--record` wrote.
+        tape: PathBuf,
+        /// Serve MCP clients over Streamable HTTP at http://ADDR/mcp instead of stdio.
+        #[arg(long, value_name = "ADDR", conflicts_with = "against")]
+        listen: Option<SocketAddr>,
+        /// How a request must match a recorded one to get its answer.
+        #[arg(long = "match", value_enum, default_value_t)]
+        matching: Matching,
+        /// Drive a real server, the command after `--` or URL, with the tape's client side.
+        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+        against: Option<String>,
+        /// With --against: how long to wait for each answer.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+        /// With --against: print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+        /// With --against: the server command and its arguments.
+        #[arg(last = true, value_name = "CMD")]
+        server: Vec<String>,
+    },
+    /// Run recorded sessions through the chain a configuration makes, in process, and report
+    /// every verdict that would change (exit status 1 if any did, or a plugin failed).
+    TestPolicy {
+        /// A tape, or a directory of them (*.jsonl); repeatable.
+        #[arg(long, value_name = "PATH", required = true)]
+        tapes: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Talk to a running membrane's admin API: sessions, held messages, plugins, reload.
     Ctl(Ctl),
 }
@@ -71,6 +110,21 @@ struct Common {
     /// it); watched for changes like the config file.
     #[arg(long, value_name = "DIR")]
     plugin_dir: Option<PathBuf>,
+    /// Record every session to a tape in DIR (the config's `[record]` settings otherwise).
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+}
+
+impl Common {
+    fn source(&self, http_clients: bool) -> ConfigSource {
+        ConfigSource {
+            file: self.config.clone(),
+            plugins: self.plugins.clone(),
+            plugin_dir: self.plugin_dir.clone(),
+            record: self.record.clone(),
+            http_clients,
+        }
+    }
 }
 
 /// The MCP server: a command membrane spawns (one process per session), or a URL.
@@ -112,86 +166,187 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let (common, upstream) = match cli.command {
-        Command::Ctl(ctl) => return ctl.run().await,
-        Command::Forward {
-            ref common,
-            ref upstream,
+    match cli.command {
+        Command::Ctl(ctl) => ctl.run().await,
+        Command::Forward { common, upstream } => {
+            let app = start(common.source(false)).await?;
+            let outgoing = upstream.transport(&app)?;
+            let mut incoming = StdioIncoming::new(app.config.max_message_size);
+            let code = forward::run(app.pipeline.clone(), &mut incoming, outgoing.as_ref()).await?;
+            Ok(finish(app, code).await)
         }
-        | Command::Reverse {
-            ref common,
-            ref upstream,
-            ..
-        } => (common, upstream),
-    };
-    let source = ConfigSource {
-        file: common.config.clone(),
-        plugins: common.plugins.clone(),
-        plugin_dir: common.plugin_dir.clone(),
-        http_clients: matches!(cli.command, Command::Reverse { .. }),
-    };
+        Command::Reverse {
+            listen,
+            allow_unauthenticated,
+            common,
+            upstream,
+        } => {
+            let app = start(common.source(true)).await?;
+            check_exposure(&app, listen, allow_unauthenticated)?;
+            let outgoing = upstream.transport(&app)?;
+            serve_http(&app, listen, outgoing).await?;
+            Ok(finish(app, 0).await)
+        }
+        Command::Replay {
+            tape,
+            listen,
+            matching,
+            against,
+            wait,
+            json,
+            common,
+            server,
+        } => {
+            let tape = Tape::read(&tape)?;
+            if let Some(url) = against {
+                let upstream = Upstream {
+                    upstream: Some(url).filter(|url| !url.is_empty()),
+                    server,
+                };
+                let config = common.source(false).load()?;
+                let outgoing = upstream.transport_for(&config)?;
+                let report = against::drive(&tape, outgoing.as_ref(), wait).await?;
+                print_report(&report, json)?;
+                return Ok(i32::from(!report.differences.is_empty()));
+            }
+            let outgoing: Arc<dyn OutgoingTransport> = Arc::new(TapeServer::new(&tape, matching));
+            let app = start(common.source(listen.is_some())).await?;
+            let code = match listen {
+                Some(listen) => {
+                    check_exposure(&app, listen, false)?;
+                    serve_http(&app, listen, outgoing).await?;
+                    0
+                }
+                None => {
+                    let mut incoming = StdioIncoming::new(app.config.max_message_size);
+                    forward::run(app.pipeline.clone(), &mut incoming, outgoing.as_ref()).await?
+                }
+            };
+            Ok(finish(app, code).await)
+        }
+        Command::TestPolicy {
+            tapes,
+            json,
+            common,
+        } => {
+            let tapes = read_tapes(&tapes)?;
+            let app = App::offline(common.source(false)).await?;
+            let chain = app.pipeline.chain.load_full();
+            let report = test_policy::run(&chain, &app.pipeline.sessions, &tapes).await;
+            print_report(&report, json)?;
+            Ok(i32::from(report.failed()))
+        }
+    }
+}
+
+/// Starts the app with its reloader, auditor and admin API.
+async fn start(source: ConfigSource) -> anyhow::Result<Arc<App>> {
     let app = Arc::new(App::start(source).await?);
     let reloader = app.spawn_reloader();
     app.spawn_auditor();
     serve_admin(&app, reloader).await?;
-    let outgoing: Arc<dyn OutgoingTransport> = match (&upstream.upstream, &upstream.server[..]) {
-        (Some(url), _) => Arc::new(StreamableHttpOutgoing::new(
-            url,
-            app.config.upstream_options()?,
-        )?),
-        (None, [program, args @ ..]) => Arc::new(SubprocessOutgoing::new(
-            program.clone(),
-            args.to_vec(),
-            app.config.max_message_size,
-        )),
-        (None, []) => anyhow::bail!("give a server command after `--`, or --upstream URL"),
-    };
-    let code = match cli.command {
-        Command::Forward { .. } => {
-            let mut incoming = StdioIncoming::new(app.config.max_message_size);
-            forward::run(app.pipeline.clone(), &mut incoming, outgoing.as_ref()).await?
-        }
-        Command::Ctl(_) => unreachable!("handled above"),
-        Command::Reverse {
-            listen,
-            allow_unauthenticated,
-            ..
-        } => {
-            check_exposure(&app, listen, allow_unauthenticated)?;
-            let front = app.config.front_options(listen);
-            let events = app
-                .events
-                .clone()
-                .map(|store| EventWriter::spawn(store, front.event_retention_bytes));
-            let incoming = StreamableHttpIncoming::new(front, app.auth.clone(), events);
-            let listener = tokio::net::TcpListener::bind(listen).await?;
-            let server = HttpServer::new(listener, app.tls.clone(), app.config.server_limits());
-            let scheme = if app.tls.is_some() { "https" } else { "http" };
-            tracing::info!("listening on {scheme}://{}/mcp", server.local_addr()?);
-            let shutdown = CancellationToken::new();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                tracing::info!("shutting down");
-                stop.cancel();
-            });
-            let drain = app.config.drain_timeout();
-            reverse::run(
-                app.pipeline.clone(),
-                outgoing,
-                incoming,
-                server,
-                shutdown,
-                drain,
-            )
-            .await;
-            0
-        }
-    };
+    Ok(app)
+}
+
+/// Logs the plugins' metrics, sends the last traces and writes out the tapes.
+async fn finish(app: Arc<App>, code: i32) -> i32 {
     app.log_metrics().await;
-    let flushing = app.clone();
-    let _ = tokio::task::spawn_blocking(move || flushing.flush_traces()).await;
-    Ok(code)
+    let _ = tokio::task::spawn_blocking(move || app.flush()).await;
+    code
+}
+
+impl Upstream {
+    fn transport(&self, app: &App) -> anyhow::Result<Arc<dyn OutgoingTransport>> {
+        self.transport_for(&app.config)
+    }
+
+    fn transport_for(
+        &self,
+        config: &membrane::config::Config,
+    ) -> anyhow::Result<Arc<dyn OutgoingTransport>> {
+        Ok(match (&self.upstream, &self.server[..]) {
+            (Some(url), _) => Arc::new(StreamableHttpOutgoing::new(
+                url,
+                config.upstream_options()?,
+            )?),
+            (None, [program, args @ ..]) => Arc::new(SubprocessOutgoing::new(
+                program.clone(),
+                args.to_vec(),
+                config.max_message_size,
+            )),
+            (None, []) => anyhow::bail!("give a server command after `--`, or a URL"),
+        })
+    }
+}
+
+/// Serves HTTP clients at `listen` until SIGINT or SIGTERM, then drains.
+async fn serve_http(
+    app: &Arc<App>,
+    listen: SocketAddr,
+    outgoing: Arc<dyn OutgoingTransport>,
+) -> anyhow::Result<()> {
+    let front = app.config.front_options(listen);
+    let events = app
+        .events
+        .clone()
+        .map(|store| EventWriter::spawn(store, front.event_retention_bytes));
+    let incoming = StreamableHttpIncoming::new(front, app.auth.clone(), events);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let server = HttpServer::new(listener, app.tls.clone(), app.config.server_limits());
+    let scheme = if app.tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{}/mcp", server.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    let drain = app.config.drain_timeout();
+    reverse::run(
+        app.pipeline.clone(),
+        outgoing,
+        incoming,
+        server,
+        shutdown,
+        drain,
+    )
+    .await;
+    Ok(())
+}
+
+/// The tapes at `paths`: files, and the `*.jsonl` in directories, in name order.
+fn read_tapes(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Tape)>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(path)?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|file| file.extension().is_some_and(|ext| ext == "jsonl"))
+                .collect();
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files
+        .into_iter()
+        .map(|file| Ok((file.clone(), Tape::read(&file)?)))
+        .collect()
+}
+
+/// Prints a report as a table (its `Display`) or as JSON.
+fn print_report<R: serde::Serialize + std::fmt::Display>(
+    report: &R,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 /// Starts the admin API when `[admin]` is configured: on its own listener, with the token, and

@@ -17,6 +17,7 @@ use membrane::session::{SessionConfig, SessionId, SessionManager};
 use membrane::transport::TransportType;
 use membrane::wasm::{
     Capability, Grants, PluginEnv, PluginLimits, PluginRegistry, PluginSpec, RegistryError,
+    ReloadReport,
 };
 use serde_json::{Value, json};
 
@@ -45,15 +46,45 @@ fn call(session: &SessionId, tool: &str) -> InterceptContext {
     )
 }
 
-fn registry(
-    sessions: Option<Arc<SessionManager>>,
-) -> (Arc<ArcSwap<InterceptorChain>>, PluginRegistry) {
+/// A registry and the chain its plugins make, swapped in after each apply (as the app does).
+struct Host {
+    chain: Arc<ArcSwap<InterceptorChain>>,
+    registry: PluginRegistry,
+}
+
+impl Host {
+    async fn apply(
+        &self,
+        plugins: Vec<(PluginSpec, LinkPolicy)>,
+    ) -> Result<ReloadReport, RegistryError> {
+        let policies: Vec<LinkPolicy> = plugins.iter().map(|(_, policy)| *policy).collect();
+        let (report, loaded) = self.registry.apply(plugins).await?;
+        let chain = loaded
+            .into_iter()
+            .zip(policies)
+            .fold(InterceptorChain::new(), |chain, (plugin, policy)| {
+                chain.with_policy(plugin, policy)
+            });
+        self.chain.store(Arc::new(chain));
+        Ok(report)
+    }
+}
+
+impl std::ops::Deref for Host {
+    type Target = PluginRegistry;
+    fn deref(&self) -> &PluginRegistry {
+        &self.registry
+    }
+}
+
+fn registry(sessions: Option<Arc<SessionManager>>) -> (Arc<ArcSwap<InterceptorChain>>, Host) {
     let chain = Arc::new(ArcSwap::from_pointee(InterceptorChain::new()));
     let env = PluginEnv {
         cache: None,
         sessions,
     };
-    (chain.clone(), PluginRegistry::new(chain, env, Some(256)))
+    let registry = PluginRegistry::new(env, Some(256));
+    (chain.clone(), Host { chain, registry })
 }
 
 async fn run(chain: &ArcSwap<InterceptorChain>, ctx: &mut InterceptContext) -> InterceptAction {

@@ -40,6 +40,7 @@ fn view(plugin: &PluginInfo) -> serde_json::Value {
             FailurePolicy::Continue => "continue",
             FailurePolicy::Block => "block",
         },
+        "mode": plugin.policy.mode,
         "on_timeout": plugin.policy.on_pause_timeout.map(|p| match p {
             PauseTimeoutPolicy::Continue => "approve",
             PauseTimeoutPolicy::Block => "deny",

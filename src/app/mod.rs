@@ -2,8 +2,10 @@
 //! pipeline, the audit stream, and for the HTTP front its authenticator and certificate) and
 //! keeps it in step with its configuration ([`reload`]). The one place that knows all the rooms.
 
+mod chain;
 mod reload;
 
+pub use chain::NativeInterceptor;
 pub use reload::{ReloadNotice, Reloader};
 
 use std::sync::Arc;
@@ -17,12 +19,13 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, ConfigSource};
-use crate::interceptor::{InterceptorChain, LinkPolicy, PauseController, PauseEvent};
+use crate::interceptor::{Interceptor, InterceptorChain, PauseController, PauseEvent};
 use crate::proxy::Pipeline;
-use crate::session::{EventStore, SessionManager, StoreError, Stores};
+use crate::record::{TapePlugin, TapeRecorder};
+use crate::session::{EventStore, SessionManager, StoreError, StoreSpec, Stores};
 use crate::telemetry::{Audit, Scrape, Tracing};
 use crate::transport::tls::{ServerTls, TlsError, http_client};
-use crate::wasm::{PluginEnv, PluginRegistry, PluginSpec, RegistryError, ReloadReport};
+use crate::wasm::{PluginEnv, PluginRegistry, RegistryError, ReloadReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -38,6 +41,11 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("[telemetry] otlp_endpoint: {0}")]
     Telemetry(String),
+    #[error("[record] dir {path}: {source}")]
+    Record {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("[audit] file {path}: {source}")]
     Audit {
         path: String,
@@ -56,6 +64,10 @@ pub struct App {
     /// Where SSE events are kept beyond this process, with a durable session store.
     pub events: Option<Arc<dyn EventStore>>,
     source: ConfigSource,
+    /// Interceptors written in Rust, first in every chain.
+    natives: Vec<NativeInterceptor>,
+    /// Chains assembled so far: the version of the next one.
+    versions: AtomicU64,
     reloads: broadcast::Sender<ReloadNotice>,
     /// Reloads done and refused.
     reload_counts: [AtomicU64; 2],
@@ -67,7 +79,33 @@ const AUTH_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 impl App {
     /// Reads the configuration, loads every plugin and assembles the pipeline.
     pub async fn start(source: ConfigSource) -> Result<Self, AppError> {
+        Self::start_with(source, Vec::new()).await
+    }
+
+    /// The chain a configuration makes, for running recorded messages through it: plugins
+    /// loaded, sessions in memory, and nothing else of the configuration started (no
+    /// recording, audit stream, traces, admin API or durable store).
+    pub async fn offline(source: ConfigSource) -> Result<Self, AppError> {
+        let mut config = source.load()?;
+        config.session.store = StoreSpec::Memory;
+        (config.record, config.audit, config.telemetry, config.admin) = (None, None, None, None);
+        Self::assemble(source, config, Vec::new()).await
+    }
+
+    /// As [`App::start`], with native interceptors ahead of the plugins in every chain.
+    pub async fn start_with(
+        source: ConfigSource,
+        natives: Vec<NativeInterceptor>,
+    ) -> Result<Self, AppError> {
         let config = source.load()?;
+        Self::assemble(source, config, natives).await
+    }
+
+    async fn assemble(
+        source: ConfigSource,
+        config: Config,
+        natives: Vec<NativeInterceptor>,
+    ) -> Result<Self, AppError> {
         let session_config = config.session_config();
         let stores = Stores::open(
             &config.session.store,
@@ -81,12 +119,7 @@ impl App {
             cache: config.wasm.cache(),
             sessions: Some(sessions.clone()),
         };
-        let plugins = Arc::new(PluginRegistry::new(
-            chain.clone(),
-            env,
-            config.wasm.pool_size(),
-        ));
-        plugins.apply(plugin_specs(&config)?).await?;
+        let plugins = Arc::new(PluginRegistry::new(env, config.wasm.pool_size()));
         let mut pipeline = Pipeline::new(
             sessions,
             chain,
@@ -103,6 +136,13 @@ impl App {
                 source,
             })?;
             pipeline.audit = Some(Arc::new(opened));
+        }
+        if let Some(record) = &config.record {
+            let recorder = TapeRecorder::start(record).map_err(|source| AppError::Record {
+                path: record.dir.display().to_string(),
+                source,
+            })?;
+            pipeline.recorder = Some(Arc::new(recorder));
         }
         if let Some(telemetry) = &config.telemetry {
             let tracing = Tracing::start(&telemetry.otlp_endpoint, &telemetry.service_name)
@@ -125,7 +165,7 @@ impl App {
             }
             None => None,
         };
-        Ok(Self {
+        let app = Self {
             config,
             pipeline: Arc::new(pipeline),
             plugins,
@@ -133,9 +173,43 @@ impl App {
             tls,
             events: stores.events,
             source,
+            natives,
+            versions: AtomicU64::new(1),
             reloads: broadcast::channel(16).0,
             reload_counts: Default::default(),
-        })
+        };
+        app.apply_chain(&app.config).await?;
+        Ok(app)
+    }
+
+    /// Loads the plugins `config` lists and swaps in the chain they make with the native
+    /// interceptors; on error the running chain stays.
+    async fn apply_chain(&self, config: &Config) -> Result<ReloadReport, AppError> {
+        let configs = config.plugin_configs()?;
+        let specs = configs
+            .iter()
+            .map(|plugin| Ok((plugin.spec()?, plugin.policy())))
+            .collect::<Result<_, ConfigError>>()?;
+        let (report, loaded) = self.plugins.apply(specs).await?;
+        let loaded: Vec<Arc<dyn Interceptor>> = loaded
+            .into_iter()
+            .map(|plugin| plugin as Arc<dyn Interceptor>)
+            .collect();
+        let version = self.versions.fetch_add(1, Ordering::Relaxed);
+        let chain = chain::assemble(config, &self.natives, &configs, &loaded, version);
+        self.pipeline.chain.store(Arc::new(chain));
+        if let Some(recorder) = &self.pipeline.recorder {
+            let plugins = self.plugins.plugins().await.into_iter();
+            recorder.set_plugins(
+                plugins
+                    .map(|p| TapePlugin {
+                        name: p.name,
+                        hash: p.hash,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(report)
     }
 
     /// Writes settled held messages and reloads to the audit stream, if there is one, for as
@@ -194,6 +268,10 @@ impl App {
             plugins: self.plugins.plugins().await,
             store_latency: Some(store_latency),
             store_errors,
+            tapes: self.pipeline.recorder.as_ref().map(|recorder| {
+                let stats = recorder.stats();
+                [&stats.tapes, &stats.lines, &stats.dropped].map(|n| n.load(Ordering::Relaxed))
+            }),
         }
     }
 
@@ -205,7 +283,7 @@ impl App {
 
     async fn reload_config(&self) -> Result<(Config, ReloadReport), AppError> {
         let config = self.source.load()?;
-        let report = self.plugins.apply(plugin_specs(&config)?).await?;
+        let report = self.apply_chain(&config).await?;
         Ok((config, report))
     }
 
@@ -242,10 +320,14 @@ impl App {
         }
     }
 
-    /// Sends the traces still batched (when membrane stops), within a second.
-    pub fn flush_traces(&self) {
+    /// Sends the traces still batched and writes out the tapes (when membrane stops), each
+    /// within a second.
+    pub fn flush(&self) {
         if let Some(tracing) = &self.pipeline.tracing {
             tracing.shutdown(Duration::from_secs(1));
+        }
+        if let Some(recorder) = &self.pipeline.recorder {
+            recorder.flush(Duration::from_secs(1));
         }
     }
 
@@ -277,12 +359,4 @@ impl App {
             );
         }
     }
-}
-
-fn plugin_specs(config: &Config) -> Result<Vec<(PluginSpec, LinkPolicy)>, ConfigError> {
-    config
-        .plugin_configs()?
-        .iter()
-        .map(|plugin| Ok((plugin.spec()?, plugin.policy())))
-        .collect()
 }

@@ -2,13 +2,22 @@
 //! its [`Interest`]; a `Modify` feeds the next one, and the first action that is neither
 //! `Continue` nor `Modify` stops the chain. A paused or delayed message later resumes from the
 //! interceptor after the one that held it, and what its timeout means is the holder's
-//! [`LinkPolicy`]. An interceptor that fails is settled by its [`FailurePolicy`]. Each chain
-//! built by a reload carries a new version, so an operator knows which chain held a message.
+//! [`LinkPolicy`]. An interceptor that fails is settled by its [`FailurePolicy`]; one in
+//! [`Mode::Audit`] is asked and its verdict noted, never enforced; a link with a canary asks
+//! the candidate for a stable fraction of sessions instead. When the message's session is
+//! recorded, the chain notes every verdict and the message as it reached the recorder's place
+//! ([`ChainRecord`]). Each chain built by a reload carries a new version, so an operator knows
+//! which chain held a message.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::{Holder, InterceptAction, InterceptContext, Interceptor, PauseTimeoutPolicy};
+use super::{
+    ChainRecord, Holder, InterceptAction, InterceptContext, Interceptor, LinkVerdict,
+    PauseTimeoutPolicy,
+};
 use crate::protocol::{Direction, MessageKind};
+use crate::session::SessionId;
 
 /// What happens to a message when its interceptor fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -21,19 +30,32 @@ pub enum FailurePolicy {
     Block,
 }
 
+/// Whether an interceptor's verdicts take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// The interceptor runs and its verdict is logged, counted and recorded, but the message
+    /// goes on as if it had said `Continue`.
+    Audit,
+}
+
 /// What the operator configured for one interceptor of the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LinkPolicy {
     pub on_error: FailurePolicy,
     /// What a message this interceptor paused becomes when nobody settles it in time; the
     /// `[pause]` policy when unset.
     pub on_pause_timeout: Option<PauseTimeoutPolicy>,
+    pub mode: Mode,
 }
 
 struct Link {
     interceptor: Arc<dyn Interceptor>,
-    on_error: FailurePolicy,
-    on_pause_timeout: Option<PauseTimeoutPolicy>,
+    policy: LinkPolicy,
+    /// A candidate version asked instead of `interceptor` for this fraction of sessions.
+    canary: Option<(Arc<dyn Interceptor>, LinkPolicy, f64)>,
 }
 
 /// Where the chain stopped.
@@ -52,6 +74,9 @@ pub struct ChainOutcome {
 pub struct InterceptorChain {
     links: Vec<Link>,
     version: u64,
+    /// Where a recorded session's tape takes its copy of a message: before the link of this
+    /// index (the chain's length: after every link).
+    record_at: usize,
 }
 
 impl InterceptorChain {
@@ -72,9 +97,30 @@ impl InterceptorChain {
     pub fn with_policy(mut self, interceptor: Arc<dyn Interceptor>, policy: LinkPolicy) -> Self {
         self.links.push(Link {
             interceptor,
-            on_error: policy.on_error,
-            on_pause_timeout: policy.on_pause_timeout,
+            policy,
+            canary: None,
         });
+        self
+    }
+
+    /// Has `candidate` stand in for the last interceptor appended, in `fraction` of sessions
+    /// (the same sessions for as long as the chain serves them).
+    pub fn with_canary(
+        mut self,
+        candidate: Arc<dyn Interceptor>,
+        policy: LinkPolicy,
+        fraction: f64,
+    ) -> Self {
+        if let Some(link) = self.links.last_mut() {
+            link.canary = Some((candidate, policy, fraction.clamp(0.0, 1.0)));
+        }
+        self
+    }
+
+    /// Recorded sessions' tapes copy messages as they reach the link at `index` (so links
+    /// before it, a secret redactor say, keep what they remove off the tape).
+    pub fn recording_at(mut self, index: usize) -> Self {
+        self.record_at = index;
         self
     }
 
@@ -88,13 +134,15 @@ impl InterceptorChain {
         self.version
     }
 
-    /// Who holds a message the chain paused, resuming at `resume_at` (see [`ChainOutcome`]).
-    pub fn holder(&self, resume_at: usize) -> Holder {
+    /// Who holds a message of `session` the chain paused, resuming at `resume_at` (see
+    /// [`ChainOutcome`]).
+    pub fn holder(&self, resume_at: usize, session: &SessionId) -> Holder {
         let link = resume_at.checked_sub(1).and_then(|i| self.links.get(i));
+        let serving = link.map(|link| link.serving(session));
         Holder {
-            plugin: link.map(|link| link.interceptor.name().into()),
+            plugin: serving.map(|(interceptor, _)| interceptor.name().into()),
             chain_version: self.version,
-            on_timeout: link.and_then(|link| link.on_pause_timeout),
+            on_timeout: serving.and_then(|(_, policy)| policy.on_pause_timeout),
         }
     }
 
@@ -110,15 +158,21 @@ impl InterceptorChain {
     /// nor touches the message body.
     #[inline]
     pub fn wants(&self, direction: Direction, kind: MessageKind, method: Option<&str>) -> bool {
-        self.links
-            .iter()
-            .any(|link| link.interceptor.interest().matches(direction, kind, method))
+        self.links.iter().any(|link| {
+            link.interceptor.interest().matches(direction, kind, method)
+                || link.canary.as_ref().is_some_and(|(candidate, ..)| {
+                    candidate.interest().matches(direction, kind, method)
+                })
+        })
     }
 
     /// Runs the interceptors from index `from` on; `ctx.message` ends as the chain left it.
     pub async fn run(&self, ctx: &mut InterceptContext, from: usize) -> ChainOutcome {
         for (index, link) in self.links.iter().enumerate().skip(from) {
-            let interceptor = &link.interceptor;
+            if index == self.record_at {
+                ChainRecord::reached(ctx);
+            }
+            let (interceptor, policy) = link.serving(&ctx.session_id);
             let Some(kind) = ctx.message.kind() else {
                 break;
             };
@@ -132,16 +186,39 @@ impl InterceptorChain {
                 .trace
                 .as_ref()
                 .map(|trace| trace.start(interceptor.name()));
-            let action = match interceptor.intercept(ctx).await {
-                Ok(action) => action,
-                Err(e) => link.fail(&e.0, ctx),
+            let (action, error) = match interceptor.intercept(ctx).await {
+                Ok(action) => (action, None),
+                Err(e) => (
+                    fail(interceptor.name(), policy.on_error, &e.0, ctx),
+                    Some(e.0),
+                ),
             };
             if let Some(call) = call {
                 call.verdict(action.name());
             }
+            let enforced = policy.mode == Mode::Enforce;
+            if let Some(record) = &mut ctx.record {
+                record.verdicts.push(LinkVerdict::of(
+                    interceptor.name(),
+                    &action,
+                    error,
+                    enforced,
+                ));
+            }
+            if !enforced {
+                if action != InterceptAction::Continue {
+                    tracing::info!(interceptor = interceptor.name(), session = %ctx.session_id.redacted(), method = ctx.method(), "audit mode, not enforced: {}", action.name());
+                    ctx.unenforced
+                        .push((interceptor.name().into(), action.name()));
+                }
+                continue;
+            }
             if let Some(outcome) = self.settle(ctx, action, index) {
                 return outcome;
             }
+        }
+        if self.record_at >= self.links.len() {
+            ChainRecord::reached(ctx);
         }
         ChainOutcome {
             action: InterceptAction::Continue,
@@ -158,22 +235,34 @@ impl InterceptorChain {
         action: InterceptAction,
         index: usize,
     ) -> Option<ChainOutcome> {
-        let link = &self.links[index];
+        let (interceptor, policy) = self.links[index].serving(&ctx.session_id);
+        let name = interceptor.name();
         let action = match action {
             InterceptAction::Continue => return None,
             InterceptAction::Modify(message) => match message.validate() {
-                Ok(MessageKind::Batch) => link.fail("replaced a message with a batch", ctx),
+                Ok(MessageKind::Batch) => fail(
+                    name,
+                    policy.on_error,
+                    "replaced a message with a batch",
+                    ctx,
+                ),
                 Ok(_) => {
                     ctx.message = message;
                     ctx.modified = true;
                     return None;
                 }
-                Err(e) => link.fail(&format!("replaced a message with an invalid one: {e}"), ctx),
+                Err(e) => {
+                    let error = format!("replaced a message with an invalid one: {e}");
+                    fail(name, policy.on_error, &error, ctx)
+                }
             },
             InterceptAction::Delay { duration, then } => match *then {
-                InterceptAction::Pause { .. } | InterceptAction::Delay { .. } => {
-                    link.fail("a delay must end in a final verdict", ctx)
-                }
+                InterceptAction::Pause { .. } | InterceptAction::Delay { .. } => fail(
+                    name,
+                    policy.on_error,
+                    "a delay must end in a final verdict",
+                    ctx,
+                ),
                 then => InterceptAction::Delay {
                     duration,
                     then: Box::new(then),
@@ -187,28 +276,50 @@ impl InterceptorChain {
         Some(ChainOutcome {
             action,
             resume_at: index + 1,
-            stopped_by: Some(link.interceptor.name().into()),
+            stopped_by: Some(name.into()),
         })
     }
 }
 
 impl Link {
-    /// The action the failure policy dictates, logged.
-    fn fail(&self, error: &str, ctx: &InterceptContext) -> InterceptAction {
-        let name = self.interceptor.name();
-        tracing::warn!(
-            interceptor = name,
-            session = %ctx.session_id.redacted(),
-            method = ctx.method(),
-            policy = ?self.on_error,
-            "interceptor failed: {error}"
-        );
-        match self.on_error {
-            FailurePolicy::Continue => InterceptAction::Continue,
-            FailurePolicy::Block => InterceptAction::Block {
-                reason: format!("interceptor '{name}' failed"),
-            },
+    /// The interceptor that serves `session`: the canary for its fraction of sessions.
+    fn serving(&self, session: &SessionId) -> (&Arc<dyn Interceptor>, &LinkPolicy) {
+        match &self.canary {
+            Some((candidate, policy, fraction)) if in_fraction(session, *fraction) => {
+                (candidate, policy)
+            }
+            _ => (&self.interceptor, &self.policy),
         }
+    }
+}
+
+/// Whether `session` falls in the first `fraction` of sessions, by a hash of its id: the same
+/// answer for the session's whole life, uniform over random ids.
+fn in_fraction(session: &SessionId, fraction: f64) -> bool {
+    let mut hasher = std::hash::DefaultHasher::new();
+    session.as_str().hash(&mut hasher);
+    (hasher.finish() as f64) < fraction * u64::MAX as f64
+}
+
+/// The action the failure policy dictates for a failed interceptor, logged.
+fn fail(
+    name: &str,
+    on_error: FailurePolicy,
+    error: &str,
+    ctx: &InterceptContext,
+) -> InterceptAction {
+    tracing::warn!(
+        interceptor = name,
+        session = %ctx.session_id.redacted(),
+        method = ctx.method(),
+        policy = ?on_error,
+        "interceptor failed: {error}"
+    );
+    match on_error {
+        FailurePolicy::Continue => InterceptAction::Continue,
+        FailurePolicy::Block => InterceptAction::Block {
+            reason: format!("interceptor '{name}' failed"),
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-pub use chain::{ChainOutcome, FailurePolicy, InterceptorChain, LinkPolicy};
+pub use chain::{ChainOutcome, FailurePolicy, InterceptorChain, LinkPolicy, Mode};
 pub use interest::{Filter, Interest};
 pub use pause::{
     DEFAULT_MAX_HELD, Holder, Outcome, PauseController, PauseEvent, PauseTimeoutPolicy,
@@ -46,6 +46,10 @@ pub struct InterceptContext {
     pub modified: bool,
     /// Where interceptor calls are traced, when the message's request is.
     pub trace: Option<Arc<dyn CallTracer>>,
+    /// What the chain did, noted when the session is recorded.
+    pub record: Option<Box<ChainRecord>>,
+    /// Verdicts of interceptors in audit mode that were not enforced: (interceptor, verdict).
+    pub unenforced: Vec<(Arc<str>, &'static str)>,
 }
 
 impl InterceptContext {
@@ -70,6 +74,8 @@ impl InterceptContext {
             metadata: BTreeMap::new(),
             modified: false,
             trace: None,
+            record: None,
+            unenforced: Vec::new(),
         }
     }
 
@@ -110,6 +116,63 @@ impl InterceptAction {
             InterceptAction::Mock { .. } => "mock",
             InterceptAction::Pause { .. } => "pause",
             InterceptAction::Delay { .. } => "delay",
+        }
+    }
+}
+
+/// What the chain did to one message of a recorded session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChainRecord {
+    /// The message as it reached the recorder's place in the chain; `None` when the chain
+    /// stopped before it.
+    pub seen: Option<Message>,
+    /// Each interceptor's verdict, in chain order.
+    pub verdicts: Vec<LinkVerdict>,
+}
+
+impl ChainRecord {
+    /// Notes the message as it is now, unless an earlier copy was taken.
+    pub(crate) fn reached(ctx: &mut InterceptContext) {
+        if let Some(record) = &mut ctx.record
+            && record.seen.is_none()
+        {
+            record.seen = Some(ctx.message.clone());
+        }
+    }
+}
+
+/// One interceptor's verdict on a message.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LinkVerdict {
+    pub by: String,
+    /// `continue`, `modify`, `block`, `mock`, `pause` or `delay`.
+    pub verdict: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why the interceptor failed, when it did (its failure policy gave the verdict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `false` for an interceptor in audit mode: noted, not enforced.
+    #[serde(default = "enforced", skip_serializing_if = "Clone::clone")]
+    pub enforced: bool,
+}
+
+fn enforced() -> bool {
+    true
+}
+
+impl LinkVerdict {
+    pub fn of(by: &str, action: &InterceptAction, error: Option<String>, enforced: bool) -> Self {
+        let reason = match action {
+            InterceptAction::Block { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        Self {
+            by: by.to_owned(),
+            verdict: action.name().to_owned(),
+            reason,
+            error,
+            enforced,
         }
     }
 }

@@ -22,6 +22,10 @@ pub enum ErrorCode {
     Unauthorized,
     /// A per-session bound was reached (requests in flight, open streams); the session goes on.
     LimitExceeded,
+    /// A tape being replayed never saw this method.
+    MethodNotFound,
+    /// A tape being replayed saw this method, never with these params.
+    InvalidParams,
 }
 
 impl ErrorCode {
@@ -34,6 +38,8 @@ impl ErrorCode {
             ErrorCode::HeaderMismatch => -32020,
             ErrorCode::Unauthorized => -32003,
             ErrorCode::LimitExceeded => -32004,
+            ErrorCode::MethodNotFound => -32601,
+            ErrorCode::InvalidParams => -32602,
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::interceptor::{
 use crate::protocol::{
     CANCELLED, Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response, id_key,
 };
+use crate::record::{SessionTape, TapeEntry, TapeRecorder};
 use crate::session::{
     LiveSession, Session, SessionError, SessionId, SessionManager, SessionStatus, Verdict,
 };
@@ -49,6 +50,8 @@ pub struct Pipeline {
     pub audit: Option<Arc<Audit>>,
     /// Where requests are traced, when `[telemetry]` names an OTLP endpoint.
     pub tracing: Option<Arc<Tracing>>,
+    /// Where sessions are recorded, when `[record]` is configured.
+    pub recorder: Option<Arc<TapeRecorder>>,
 }
 
 /// The default bound on messages in one batch.
@@ -71,6 +74,7 @@ impl Pipeline {
             metrics: Arc::default(),
             audit: None,
             tracing: None,
+            recorder: None,
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct SessionContext {
     /// The spans of traced requests awaiting their answers, by [`id_key`]: as bounded as the
     /// requests awaiting answers, since every way a request leaves them takes its span too.
     traces: Mutex<HashMap<String, RequestTrace>>,
+    /// The session's tape, when it is recorded.
+    pub(super) tape: Option<SessionTape>,
 }
 
 impl SessionContext {
@@ -127,6 +133,46 @@ impl SessionContext {
             held: TaskTracker::new(),
             ending: CancellationToken::new(),
             traces: Mutex::default(),
+            tape: None,
+        }
+    }
+
+    /// Records what became of the message in `ctx`: delivered (as `delivered` when it differs
+    /// from what the tape copied) or answered in its place with `answer`.
+    fn record(
+        &self,
+        ctx: &InterceptContext,
+        delivered: Option<&Message>,
+        answer: Option<&Message>,
+    ) {
+        let Some(tape) = &self.tape else {
+            return;
+        };
+        let record = ctx.record.as_deref();
+        let message = record.and_then(|record| record.seen.clone());
+        let delivered = delivered
+            .filter(|delivered| message.as_ref().is_none_or(|m| m.raw() != delivered.raw()));
+        tape.record(TapeEntry {
+            t: tape.elapsed(),
+            direction: ctx.direction,
+            message,
+            verdicts: record.map(|r| r.verdicts.clone()).unwrap_or_default(),
+            delivered: delivered.cloned(),
+            answer: answer.cloned(),
+        });
+    }
+
+    /// Records a message no interceptor wanted, forwarded as it came.
+    fn record_passed(&self, direction: Direction, message: &Message) {
+        if let Some(tape) = &self.tape {
+            tape.record(TapeEntry {
+                t: tape.elapsed(),
+                direction,
+                message: Some(message.clone()),
+                verdicts: Vec::new(),
+                delivered: None,
+                answer: None,
+            });
         }
     }
 
@@ -224,6 +270,7 @@ impl Pipeline {
     ) {
         let method = message.method().or(request_method.as_deref());
         self.metrics.message(lane.direction, kind, method);
+        let recorded = session.tape.is_some().then(|| message.clone());
         let (message, trace) = match &self.tracing {
             Some(tracing)
                 if lane.direction == Direction::ClientToServer && kind == MessageKind::Request =>
@@ -240,6 +287,9 @@ impl Pipeline {
         let method = message.method().or(request_method.as_deref());
         let chain = self.chain.load();
         if !chain.wants(lane.direction, kind, method) {
+            if let Some(recorded) = recorded {
+                session.record_passed(lane.direction, &recorded);
+            }
             lane.forward.send(message).await;
             return;
         }
@@ -248,6 +298,9 @@ impl Pipeline {
         // tasks stay small.
         let mut ctx = session.context(lane.direction, message, request_method, frame_id);
         ctx.trace = trace;
+        if recorded.is_some() {
+            ctx.record = Some(Box::default());
+        }
         Box::pin(self.intercept(session, lane, chain, ctx)).await;
     }
 
@@ -295,6 +348,8 @@ impl Pipeline {
                         session.live.count_verdict(Verdict::Modified);
                         self.audit(&ctx, None, "modify", None);
                     }
+                    self.note_unenforced(&ctx);
+                    session.record(&ctx, Some(&ctx.message), None);
                     lane.forward.send(ctx.message).await;
                     return;
                 }
@@ -308,7 +363,7 @@ impl Pipeline {
                 }
                 InterceptAction::Pause { timeout } => {
                     session.live.count_verdict(Verdict::Held);
-                    let holder = chain.holder(resume_at);
+                    let holder = chain.holder(resume_at, &ctx.session_id);
                     self.audit(&ctx, holder.plugin.as_deref(), "pause", None);
                     match self.pauses.hold(&ctx, timeout, holder).await {
                         Resolution::Resume => None,
@@ -369,7 +424,17 @@ impl Pipeline {
         reason: Option<&str>,
     ) {
         if let Some(audit) = &self.audit {
-            audit.verdict(ctx, plugin, verdict, reason);
+            audit.verdict(ctx, plugin, verdict, reason, true);
+        }
+    }
+
+    /// Counts and audits the verdicts of interceptors in audit mode, which were not enforced.
+    fn note_unenforced(&self, ctx: &InterceptContext) {
+        for (plugin, verdict) in &ctx.unenforced {
+            self.metrics.unenforced(plugin, verdict);
+            if let Some(audit) = &self.audit {
+                audit.verdict(ctx, Some(plugin), verdict, None, false);
+            }
         }
     }
 
@@ -420,6 +485,8 @@ impl Pipeline {
         ctx: &InterceptContext,
         answer: Message,
     ) {
+        self.note_unenforced(ctx);
+        session.record(ctx, None, Some(&answer));
         match ctx.message.kind() {
             Some(MessageKind::Request) => {
                 if let Some(id) = ctx.message.id() {
@@ -551,6 +618,9 @@ impl Pipeline {
             return;
         }
         let (client_info, server_info) = (client_info().take(), info("serverInfo"));
+        if let Some(tape) = &session.tape {
+            tape.handshake(&version, client_info.clone(), server_info.clone());
+        }
         tracing::debug!(session = %session.id, version, upstream_session = upstream_session_id.as_deref().unwrap_or("-"), "session initialized");
         let _ = self
             .sessions
@@ -633,6 +703,7 @@ impl Pipeline {
                     .await;
             }
         } else if !tracked.is_empty() {
+            session.record_passed(lane.direction, &batch);
             lane.forward.send(batch).await;
         }
     }

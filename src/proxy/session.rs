@@ -133,11 +133,13 @@ impl Pipeline {
             .live(&session.id)
             .expect("a session just created is live");
         let closed = live.closed().clone();
-        let context = Arc::new(SessionContext::new(
-            &session,
-            live.clone(),
-            upstream.peer_session_id.clone(),
-        ));
+        let mut context =
+            SessionContext::new(&session, live.clone(), upstream.peer_session_id.clone());
+        context.tape = self
+            .recorder
+            .as_ref()
+            .and_then(|recorder| recorder.open(&session));
+        let context = Arc::new(context);
         tracing::info!(session = %session.id.redacted(), "session started");
         let metrics = &self.metrics;
         metrics.session_opened(session.client_transport, session.upstream_transport);

@@ -49,18 +49,21 @@ impl Audit {
         }
     }
 
-    /// A verdict other than continue on the message in `ctx`.
+    /// A verdict other than continue on the message in `ctx`; `enforced` is false for an
+    /// interceptor in audit mode.
     pub fn verdict(
         &self,
         ctx: &InterceptContext,
         plugin: Option<&str>,
         verdict: &str,
         reason: Option<&str>,
+        enforced: bool,
     ) {
         let (tool, _) = tool_call(ctx);
         self.record(
             "verdict",
             json!({
+                "enforced": enforced,
                 "principal": ctx.principal.as_ref().map(|p| &p.subject),
                 "session": ctx.session_id,
                 "direction": ctx.direction,
@@ -109,7 +112,7 @@ mod tests {
             TransportType::Stdio,
             1,
         );
-        audit.verdict(&ctx, Some("tool-guard"), "block", Some("not allowed"));
+        audit.verdict(&ctx, Some("tool-guard"), "block", Some("not allowed"), true);
         audit.record("reload", json!({ "ok": true }));
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<Value> = text

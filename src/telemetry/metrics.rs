@@ -5,6 +5,8 @@
 //! messages, the store, reloads) is read from them at scrape time. `prometheus-client` does
 //! the encoding.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use prometheus_client::collector::Collector;
@@ -77,6 +79,9 @@ pub struct Metrics {
     closed: Table<6>,
     /// Answers to client requests: time from the request to its answer, in seconds.
     upstream_latency: Histogram,
+    /// Verdicts of interceptors in audit mode, not enforced, by interceptor and verdict: rare
+    /// (an interceptor under audit that would have acted), so behind a lock.
+    unenforced: parking_lot::Mutex<BTreeMap<(Arc<str>, &'static str), u64>>,
 }
 
 impl Default for Metrics {
@@ -88,6 +93,7 @@ impl Default for Metrics {
             opened: Default::default(),
             closed: Default::default(),
             upstream_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            unenforced: Default::default(),
         }
     }
 }
@@ -123,6 +129,15 @@ impl Metrics {
     pub fn upstream_answered(&self, seconds: f64) {
         self.upstream_latency.observe(seconds);
     }
+
+    /// Counts a verdict an interceptor in audit mode gave and that was not enforced.
+    pub fn unenforced(&self, interceptor: &Arc<str>, verdict: &'static str) {
+        *self
+            .unenforced
+            .lock()
+            .entry((interceptor.clone(), verdict))
+            .or_default() += 1;
+    }
 }
 
 /// Everything a scrape shows, read from the rooms that keep it.
@@ -140,6 +155,8 @@ pub struct Scrape {
     pub plugins: Vec<PluginInfo>,
     pub store_latency: Option<Histogram>,
     pub store_errors: u64,
+    /// Tapes opened, lines written and lines dropped, when sessions are recorded.
+    pub tapes: Option<[u64; 3]>,
 }
 
 impl Metrics {
@@ -174,6 +191,7 @@ impl Metrics {
             messages: read(&self.messages),
             opened: read(&self.opened),
             closed: read(&self.closed),
+            unenforced: self.unenforced.lock().clone(),
         }
     }
 }
@@ -183,6 +201,7 @@ struct Snapshot {
     messages: Vec<u64>,
     opened: Vec<u64>,
     closed: Vec<u64>,
+    unenforced: BTreeMap<(Arc<str>, &'static str), u64>,
 }
 
 #[derive(Debug)]
@@ -309,6 +328,36 @@ impl Collector for Counts {
             "Calls to the session store that failed or timed out",
             [(Labels::new(), s.store_errors)],
         )?;
+        let unenforced = m
+            .unenforced
+            .iter()
+            .map(|((plugin, verdict), n)| (labels([("plugin", plugin), ("verdict", verdict)]), *n));
+        counter_family(
+            &mut encoder,
+            "plugin_unenforced_verdicts",
+            "Verdicts of plugins in audit mode, logged and not enforced",
+            unenforced,
+        )?;
+        if let Some([tapes, lines, dropped]) = s.tapes {
+            counter_family(
+                &mut encoder,
+                "tapes",
+                "Tapes of sessions recorded",
+                [(Labels::new(), tapes)],
+            )?;
+            counter_family(
+                &mut encoder,
+                "tape_lines",
+                "Tape lines written",
+                [(Labels::new(), lines)],
+            )?;
+            counter_family(
+                &mut encoder,
+                "tape_lines_dropped",
+                "Tape lines dropped (writer behind, disk full, a cap reached); never messages",
+                [(Labels::new(), dropped)],
+            )?;
+        }
         #[cfg(feature = "wasm")]
         self.encode_plugins(&mut encoder)?;
         Ok(())

@@ -1,9 +1,9 @@
-//! [`PluginRegistry`]: the plugins of the chain, as the operator last configured them. Applying
-//! a configuration loads what is new or changed (compiled off the hot path, from the cache when
-//! it can), reuses every plugin whose spec did not change (warm instances and all), and then
-//! swaps the new chain snapshot in with one atomic store. Messages in flight keep the snapshot
-//! they started with. If any plugin fails to load, nothing changes: the previous chain keeps
-//! serving. Reloads are serialised; a plugin's metrics live on across its versions.
+//! [`PluginRegistry`]: the Wasm plugins of the chain, as the operator last configured them.
+//! Applying a configuration loads what is new or changed (compiled off the hot path, from the
+//! cache when it can), reuses every plugin whose spec did not change (warm instances and all),
+//! and hands the loaded plugins back, for the app to assemble the chain from (with native
+//! interceptors, canaries and the recorder's place). If any plugin fails to load, nothing
+//! changes. Reloads are serialised; a plugin's metrics live on across its versions.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,13 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use arc_swap::ArcSwap;
-
 use super::engine::{EngineOptions, PluginEngine};
 use super::metrics::{MetricsSnapshot, PluginMetrics};
 use super::plugin::{PluginEnv, PluginError, WasmInterceptor};
 use super::spec::{Grants, PluginLimits, PluginSpec};
-use crate::interceptor::{InterceptorChain, LinkPolicy};
+use crate::interceptor::LinkPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -40,13 +38,10 @@ pub struct ReloadReport {
 }
 
 pub struct PluginRegistry {
-    chain: Arc<ArcSwap<InterceptorChain>>,
     env: PluginEnv,
     pool_size: Option<u32>,
     current: tokio::sync::Mutex<Loaded>,
     metrics: Mutex<HashMap<String, Arc<PluginMetrics>>>,
-    /// Chains published so far: the version of the next one.
-    versions: std::sync::atomic::AtomicU64,
 }
 
 /// One plugin of the chain, as an operator sees it.
@@ -73,27 +68,21 @@ struct Loaded {
 }
 
 impl PluginRegistry {
-    /// A registry that publishes its chain snapshots to `chain`.
-    pub fn new(
-        chain: Arc<ArcSwap<InterceptorChain>>,
-        env: PluginEnv,
-        pool_size: Option<u32>,
-    ) -> Self {
+    pub fn new(env: PluginEnv, pool_size: Option<u32>) -> Self {
         Self {
-            chain,
             env,
             pool_size,
             current: tokio::sync::Mutex::default(),
             metrics: Mutex::default(),
-            versions: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
-    /// Loads `plugins` (in chain order) and swaps them in, or changes nothing on error.
+    /// Loads `plugins` and makes them the current ones, or changes nothing on error. Returns
+    /// what changed and the loaded plugins, in the order given.
     pub async fn apply(
         &self,
         plugins: Vec<(PluginSpec, LinkPolicy)>,
-    ) -> Result<ReloadReport, RegistryError> {
+    ) -> Result<(ReloadReport, Vec<Arc<WasmInterceptor>>), RegistryError> {
         let mut current = self.current.lock().await;
         if let Some(pool) = self.pool_size {
             let wanted: usize = plugins
@@ -144,23 +133,15 @@ impl PluginRegistry {
         Ok(self.publish(&mut current, Some(engine), next, loaded))
     }
 
-    /// Makes `plugins` the chain, and says what changed.
+    /// Makes `plugins` the current ones, and says what changed.
     fn publish(
         &self,
         current: &mut Loaded,
         engine: Option<Arc<PluginEngine>>,
         plugins: Vec<(PluginSpec, LinkPolicy, Arc<WasmInterceptor>)>,
         loaded: Vec<String>,
-    ) -> ReloadReport {
-        let version = self
-            .versions
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let chain = plugins
-            .iter()
-            .fold(InterceptorChain::new(), |chain, (_, policy, plugin)| {
-                chain.with_policy(plugin.clone(), *policy)
-            });
-        self.chain.store(Arc::new(chain.versioned(version)));
+    ) -> (ReloadReport, Vec<Arc<WasmInterceptor>>) {
+        let interceptors = plugins.iter().map(|(.., plugin)| plugin.clone()).collect();
         let names = |plugins: &[(PluginSpec, _, _)]| -> Vec<String> {
             plugins
                 .iter()
@@ -178,7 +159,7 @@ impl PluginRegistry {
             loaded,
         };
         *current = Loaded { engine, plugins };
-        report
+        (report, interceptors)
     }
 
     /// The metrics of each plugin in the chain, in chain order.

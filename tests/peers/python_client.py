@@ -19,7 +19,8 @@ Exit status: 0 when ok, 1 when not, 2 on bad usage.
 
 Scenarios:
     list-and-call   tools (names, in listed order), echo (text of echo{"message":
-                    "hello from python"}), blocked (outcome of delete_file{"path": "/tmp/x"})
+                    --message, default "hello from python"}), blocked (outcome of
+                    delete_file{"path": "/tmp/x"})
     list            tools: [{"name", "args": [property names], "required": [...]}]
     call            call: outcome of --tool NAME with --args JSON (default {})
     echo-many       --count N concurrent echo calls; count, matched, mismatches, elapsed_ms
@@ -114,7 +115,7 @@ async def list_tools(client: Client) -> list[Any]:
 
 async def scenario_list_and_call(client: Client, opts: argparse.Namespace, out: dict[str, Any]) -> None:
     out["tools"] = [tool.name for tool in await list_tools(client)]
-    echo = await call(client, "echo", {"message": ECHO_MESSAGE})
+    echo = await call(client, "echo", {"message": opts.message})
     out["echo"] = echo["text"] if echo["kind"] == "result" and not echo["is_error"] else None
     out["echo_outcome"] = echo
     out["blocked"] = await call(client, "delete_file", {"path": "/tmp/x"})
@@ -249,6 +250,7 @@ def main() -> int:
     parser.add_argument("--tool")
     parser.add_argument("--args", default="{}")
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--message", default=ECHO_MESSAGE)
     parser.add_argument("--method")
     parser.add_argument("--params")
     opts = parser.parse_args(argv[:split])

@@ -1,0 +1,435 @@
+//! [`TapeRecorder`]: writes the tapes of recorded sessions. The message path only queues what
+//! happened (a few reference-counted clones) with a non-blocking send; one writer thread turns
+//! it into lines. When the queue is full, the disk is full or a tape or the directory reaches
+//! its cap, lines are dropped (counted and logged), never messages. A tape's header waits for
+//! the session's handshake, so it can name the protocol version and both peers; a tape is
+//! closed when its session ends. To stay under the directory's cap the oldest closed tapes are
+//! removed first.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use super::tape::{FORMAT, TapeEntry, TapeHeader, TapePlugin, entry_line};
+use crate::config::RecordSection;
+use crate::session::Session;
+
+/// Records waiting for the writer; past this, lines are dropped.
+const QUEUE_DEPTH: usize = 8192;
+
+/// Lines a tape holds back for its header before it is written without the handshake.
+const MAX_BUFFERED: usize = 32;
+
+enum Record {
+    Open {
+        tape: u64,
+        header: Box<TapeHeader>,
+        alive: Weak<()>,
+    },
+    Handshake {
+        tape: u64,
+        protocol_version: String,
+        client_info: Option<serde_json::Value>,
+        server_info: Option<serde_json::Value>,
+    },
+    Entry {
+        tape: u64,
+        entry: Box<TapeEntry>,
+    },
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// What the recorder has done, for metrics.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    pub tapes: AtomicU64,
+    pub lines: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+pub struct TapeRecorder {
+    records: flume::Sender<Record>,
+    fraction: f64,
+    plugins: ArcSwap<Vec<TapePlugin>>,
+    stats: Arc<RecorderStats>,
+    next_tape: AtomicU64,
+}
+
+/// A recorded session's handle on its tape; the tape closes when it is dropped.
+pub struct SessionTape {
+    tape: u64,
+    opened: Instant,
+    records: flume::Sender<Record>,
+    stats: Arc<RecorderStats>,
+    _alive: Arc<()>,
+}
+
+impl TapeRecorder {
+    /// Creates the tape directory and starts the writer thread.
+    pub fn start(section: &RecordSection) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&section.dir)?;
+        let (records, queue) = flume::bounded(QUEUE_DEPTH);
+        let stats = Arc::new(RecorderStats::default());
+        let mut writer = Writer {
+            dir: section.dir.clone(),
+            max_tape_bytes: section.max_tape_bytes,
+            max_dir_bytes: section.max_dir_bytes,
+            dir_bytes: tapes_in(&section.dir).iter().map(|(_, _, len)| len).sum(),
+            open: HashMap::new(),
+            stats: stats.clone(),
+        };
+        std::thread::Builder::new()
+            .name("membrane-tapes".into())
+            .spawn(move || writer.run(queue))?;
+        Ok(Self {
+            records,
+            fraction: section.sessions.clamp(0.0, 1.0),
+            plugins: ArcSwap::default(),
+            stats,
+            next_tape: AtomicU64::new(1),
+        })
+    }
+
+    /// The chain's plugins, named in the headers of tapes opened from now on.
+    pub fn set_plugins(&self, plugins: Vec<TapePlugin>) {
+        self.plugins.store(Arc::new(plugins));
+    }
+
+    /// A tape for `session`, if it falls in the recorded fraction (by a hash of its id).
+    pub fn open(&self, session: &Session) -> Option<SessionTape> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        ("record", session.id.as_str()).hash(&mut hasher);
+        if hasher.finish() as f64 >= self.fraction * u64::MAX as f64 {
+            return None;
+        }
+        let tape = self.next_tape.fetch_add(1, Ordering::Relaxed);
+        let alive = Arc::new(());
+        let header = TapeHeader {
+            tape: FORMAT.into(),
+            membrane: env!("CARGO_PKG_VERSION").into(),
+            recorded_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            session: session.id.redacted().to_string(),
+            client_transport: session.client_transport,
+            upstream_transport: session.upstream_transport,
+            protocol_version: session.protocol_version.clone(),
+            client_info: session.client_info.clone(),
+            server_info: session.server_info.clone(),
+            plugins: self.plugins.load().to_vec(),
+        };
+        let open = Record::Open {
+            tape,
+            header: Box::new(header),
+            alive: Arc::downgrade(&alive),
+        };
+        if self.records.try_send(open).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("the tape writer is behind: session not recorded");
+            return None;
+        }
+        Some(SessionTape {
+            tape,
+            opened: Instant::now(),
+            records: self.records.clone(),
+            stats: self.stats.clone(),
+            _alive: alive,
+        })
+    }
+
+    pub fn stats(&self) -> &RecorderStats {
+        &self.stats
+    }
+
+    /// Waits (at most `within`) for every line queued so far to be written out.
+    pub fn flush(&self, within: Duration) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self
+            .records
+            .send_timeout(Record::Flush(done), within)
+            .is_ok()
+        {
+            let _ = wait.recv_timeout(within);
+        }
+    }
+}
+
+impl SessionTape {
+    /// Seconds since the session opened.
+    pub fn elapsed(&self) -> f64 {
+        self.opened.elapsed().as_secs_f64()
+    }
+
+    /// Queues an entry; drops it (counted) if the writer is behind.
+    pub fn record(&self, entry: TapeEntry) {
+        self.send(Record::Entry {
+            tape: self.tape,
+            entry: Box::new(entry),
+        });
+    }
+
+    /// What the handshake settled, for the tape's header.
+    pub fn handshake(
+        &self,
+        protocol_version: &str,
+        client_info: Option<serde_json::Value>,
+        server_info: Option<serde_json::Value>,
+    ) {
+        self.send(Record::Handshake {
+            tape: self.tape,
+            protocol_version: protocol_version.to_owned(),
+            client_info,
+            server_info,
+        });
+    }
+
+    fn send(&self, record: Record) {
+        if self.records.try_send(record).is_err() {
+            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "the tape writer is behind: tape lines dropped");
+            }
+        }
+    }
+}
+
+struct OpenTape {
+    path: PathBuf,
+    file: BufWriter<File>,
+    bytes: u64,
+    /// The header, while it waits for the handshake, and the lines held back behind it.
+    waiting: Option<(Box<TapeHeader>, Vec<String>)>,
+    alive: Weak<()>,
+    /// Whether the tape's loss of lines was logged.
+    lossy: bool,
+}
+
+struct Writer {
+    dir: PathBuf,
+    max_tape_bytes: u64,
+    max_dir_bytes: u64,
+    dir_bytes: u64,
+    open: HashMap<u64, OpenTape>,
+    stats: Arc<RecorderStats>,
+}
+
+impl Writer {
+    fn run(&mut self, queue: flume::Receiver<Record>) {
+        loop {
+            match queue.recv_timeout(Duration::from_millis(500)) {
+                Ok(record) => {
+                    self.handle(record);
+                    // Whatever else is queued goes out before the flush.
+                    while let Ok(record) = queue.try_recv() {
+                        self.handle(record);
+                    }
+                }
+                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Disconnected) => break,
+            }
+            self.flush();
+            self.close_ended();
+        }
+        for tape in self.open.keys().copied().collect::<Vec<_>>() {
+            self.close(tape);
+        }
+    }
+
+    fn handle(&mut self, record: Record) {
+        match record {
+            Record::Open {
+                tape,
+                header,
+                alive,
+            } => self.open(tape, header, alive),
+            Record::Handshake {
+                tape,
+                protocol_version,
+                client_info,
+                server_info,
+            } => {
+                if let Some((header, _)) = self.open.get_mut(&tape).and_then(|t| t.waiting.as_mut())
+                {
+                    header.protocol_version = Some(protocol_version);
+                    header.client_info = client_info;
+                    header.server_info = server_info;
+                }
+                self.release_header(tape);
+            }
+            Record::Entry { tape, entry } => {
+                let line = entry_line(&entry);
+                match self.open.get_mut(&tape).map(|t| &mut t.waiting) {
+                    Some(Some((_, held))) => {
+                        held.push(line);
+                        if held.len() >= MAX_BUFFERED {
+                            self.release_header(tape);
+                        }
+                    }
+                    Some(None) => self.write(tape, &line),
+                    None => {}
+                }
+            }
+            Record::Flush(done) => {
+                self.close_ended();
+                self.flush();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn open(&mut self, tape: u64, header: Box<TapeHeader>, alive: Weak<()>) {
+        let stamp = header.recorded_at.replace(':', "-");
+        let stamp = stamp.split('.').next().unwrap_or_default();
+        let base = format!("{stamp}Z-{}", header.session.trim_end_matches('…'));
+        let created = (1..100).find_map(|n| {
+            let name = match n {
+                1 => format!("{base}.jsonl"),
+                n => format!("{base}-{n}.jsonl"),
+            };
+            let path = self.dir.join(name);
+            let file = File::options().write(true).create_new(true).open(&path);
+            file.ok().map(|file| (path, file))
+        });
+        let Some((path, file)) = created else {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(dir = %self.dir.display(), "cannot create a tape");
+            return;
+        };
+        self.stats.tapes.fetch_add(1, Ordering::Relaxed);
+        self.open.insert(
+            tape,
+            OpenTape {
+                path,
+                file: BufWriter::new(file),
+                bytes: 0,
+                waiting: Some((header, Vec::new())),
+                alive,
+                lossy: false,
+            },
+        );
+    }
+
+    /// Writes the header of `tape` and the lines it held back.
+    fn release_header(&mut self, tape: u64) {
+        let Some((header, held)) = self.open.get_mut(&tape).and_then(|t| t.waiting.take()) else {
+            return;
+        };
+        let mut line = serde_json::to_string(&header).expect("a tape header serializes");
+        line.push('\n');
+        self.write(tape, &line);
+        for line in held {
+            self.write(tape, &line);
+        }
+    }
+
+    /// Appends a line to a tape, within the tape's and the directory's caps.
+    fn write(&mut self, tape: u64, line: &str) {
+        let len = line.len() as u64;
+        if self.dir_bytes + len > self.max_dir_bytes {
+            self.make_room(len);
+        }
+        let fits_dir = self.dir_bytes + len <= self.max_dir_bytes;
+        let Some(open) = self.open.get_mut(&tape) else {
+            return;
+        };
+        let outcome = if open.bytes + len > self.max_tape_bytes {
+            Err(format!(
+                "the tape reached max_tape_bytes ({})",
+                self.max_tape_bytes
+            ))
+        } else if !fits_dir {
+            Err(format!(
+                "the tape directory reached max_dir_bytes ({})",
+                self.max_dir_bytes
+            ))
+        } else {
+            open.file
+                .write_all(line.as_bytes())
+                .map_err(|e| format!("cannot write: {e}"))
+        };
+        match outcome {
+            Ok(()) => {
+                open.bytes += len;
+                self.dir_bytes += len;
+                self.stats.lines.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(reason) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                if !open.lossy {
+                    open.lossy = true;
+                    tracing::warn!(tape = %open.path.display(), "tape lines dropped from now on: {reason}");
+                }
+            }
+        }
+    }
+
+    /// Removes the oldest closed tapes until `len` more bytes fit in the directory.
+    fn make_room(&mut self, len: u64) {
+        let open: Vec<&Path> = self.open.values().map(|t| t.path.as_path()).collect();
+        let mut closed: Vec<_> = tapes_in(&self.dir)
+            .into_iter()
+            .filter(|(path, ..)| !open.contains(&path.as_path()))
+            .collect();
+        closed.sort_by_key(|(_, modified, _)| *modified);
+        for (path, _, size) in closed {
+            if self.dir_bytes + len <= self.max_dir_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                self.dir_bytes = self.dir_bytes.saturating_sub(size);
+                tracing::info!(tape = %path.display(), "removed the oldest tape to stay under max_dir_bytes");
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        for open in self.open.values_mut() {
+            if let Err(e) = open.file.flush()
+                && !open.lossy
+            {
+                open.lossy = true;
+                tracing::warn!(tape = %open.path.display(), "cannot write the tape: {e}");
+            }
+        }
+    }
+
+    /// Closes the tapes of sessions that ended.
+    fn close_ended(&mut self) {
+        let ended: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, t)| t.alive.strong_count() == 0)
+            .map(|(tape, _)| *tape)
+            .collect();
+        for tape in ended {
+            self.close(tape);
+        }
+    }
+
+    fn close(&mut self, tape: u64) {
+        self.release_header(tape);
+        if let Some(mut open) = self.open.remove(&tape) {
+            let _ = open.file.flush();
+        }
+    }
+}
+
+/// The tapes in `dir`: path, last change and size.
+fn tapes_in(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|ext| ext == "jsonl"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.path(), meta.modified().ok()?, meta.len()))
+        })
+        .collect()
+}
