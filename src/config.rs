@@ -950,6 +950,39 @@ mod tests {
     }
 
     #[test]
+    fn canaries_and_the_recorders_place_name_plugins_of_the_chain() {
+        let chain = |extra: &str| {
+            let text = format!(
+                "[[plugins]]\nname = \"guard\"\npath = \"g.wasm\"\n[[plugins]]\nname = \"next\"\npath = \"n.wasm\"\n{extra}"
+            );
+            let config: Config = toml::from_str(&text).unwrap();
+            config
+                .plugin_configs()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(chain("canary_of = \"guard\"\ncanary = 0.1\n"), Ok(()));
+        for (extra, error) in [
+            ("canary_of = \"nobody\"\ncanary = 0.1\n", "names no plugin"),
+            ("canary_of = \"guard\"\ncanary = 1.5\n", "not a fraction"),
+            ("canary = 0.1\n", "go together"),
+            ("canary_of = \"next\"\ncanary = 0.1\n", "names no plugin"),
+        ] {
+            let refused = chain(extra).unwrap_err();
+            assert!(refused.contains(error), "{extra}: {refused}");
+        }
+        let recorded = |after: &str| {
+            let text = format!(
+                "[record]\ndir = \"t\"\nafter = \"{after}\"\n[[plugins]]\nname = \"guard\"\npath = \"g.wasm\"\n"
+            );
+            let config: Config = toml::from_str(&text).unwrap();
+            config.plugin_configs().map(|_| ())
+        };
+        assert!(recorded("guard").is_ok());
+        assert!(recorded("nobody").is_err());
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");

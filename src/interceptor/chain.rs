@@ -488,4 +488,89 @@ mod tests {
         assert_eq!(pause.seen().len(), 1);
         assert_eq!(after.seen().len(), 1);
     }
+
+    #[tokio::test]
+    async fn audit_mode_notes_a_verdict_without_enforcing_it() {
+        let audited = Scripted::new("audited", Ok(block("would")));
+        let policy = LinkPolicy {
+            mode: Mode::Audit,
+            ..LinkPolicy::default()
+        };
+        let chain = InterceptorChain::new().with_policy(audited, policy);
+        let mut ctx = ctx();
+        ctx.record = Some(Box::default());
+        assert_eq!(
+            chain.run(&mut ctx, 0).await.action,
+            InterceptAction::Continue
+        );
+        assert_eq!(ctx.unenforced, vec![(Arc::from("audited"), "block")]);
+        let record = ctx.record.unwrap();
+        assert!(!record.verdicts[0].enforced);
+        assert_eq!(record.verdicts[0].reason.as_deref(), Some("would"));
+    }
+
+    #[tokio::test]
+    async fn a_canary_serves_its_fraction_of_sessions_the_same_way_each_time() {
+        let stable = Scripted::new("stable", Ok(InterceptAction::Continue));
+        let candidate = Scripted::new("candidate", Ok(block("new")));
+        let chain = |fraction| {
+            InterceptorChain::new()
+                .with(stable.clone(), FailurePolicy::Block)
+                .with_canary(candidate.clone(), LinkPolicy::default(), fraction)
+        };
+        let (none, all, half) = (chain(0.0), chain(1.0), chain(0.5));
+        let mut on_candidate = 0;
+        for _ in 0..1000 {
+            let session = SessionId::generate();
+            let mut ctx = ctx();
+            ctx.session_id = session.clone();
+            assert_eq!(
+                none.run(&mut ctx.clone(), 0).await.action,
+                InterceptAction::Continue
+            );
+            assert_eq!(all.run(&mut ctx.clone(), 0).await.action, block("new"));
+            let first = half.run(&mut ctx.clone(), 0).await;
+            assert_eq!(
+                half.run(&mut ctx, 0).await,
+                first,
+                "a session keeps its version"
+            );
+            on_candidate += usize::from(first.stopped_by.as_deref() == Some("candidate"));
+        }
+        assert!(
+            (400..=600).contains(&on_candidate),
+            "{on_candidate} of 1000"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_tape_copies_a_message_where_the_recorder_sits() {
+        let redact = Scripted::new("redact", Ok(InterceptAction::Modify(Message::new(LIST))));
+        let after = Scripted::new("after", Ok(InterceptAction::Continue));
+        let chain = |at| {
+            InterceptorChain::new()
+                .with(redact.clone(), FailurePolicy::Block)
+                .with(after.clone(), FailurePolicy::Block)
+                .recording_at(at)
+        };
+        for (at, seen) in [(0, CALL), (1, LIST), (2, LIST)] {
+            let mut ctx = ctx();
+            ctx.record = Some(Box::default());
+            chain(at).run(&mut ctx, 0).await;
+            let record = ctx.record.unwrap();
+            assert_eq!(record.seen.unwrap().as_str(), seen, "recording at {at}");
+            assert_eq!(record.verdicts.len(), 2);
+        }
+        let stopper = Scripted::new("stopper", Ok(block("no")));
+        let chain = InterceptorChain::new()
+            .with(stopper, FailurePolicy::Block)
+            .recording_at(1);
+        let mut ctx = ctx();
+        ctx.record = Some(Box::default());
+        chain.run(&mut ctx, 0).await;
+        assert!(
+            ctx.record.unwrap().seen.is_none(),
+            "stopped before the recorder's place"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! [`TapeRecorder`]: writes the tapes of recorded sessions. The message path only queues what
-//! happened (a few reference-counted clones) with a non-blocking send; one writer thread turns
-//! it into lines. When the queue is full, the disk is full or a tape or the directory reaches
+//! happened (a few reference-counted clones) with a non-blocking send that wakes nobody; one
+//! writer thread takes what is queued every few milliseconds and turns it into lines. When the queue is full, the disk is full or a tape or the directory reaches
 //! its cap, lines are dropped (counted and logged), never messages. A tape's header waits for
 //! the session's handshake, so it can name the protocol version and both peers; a tape is
 //! closed when its session ends. To stay under the directory's cap the oldest closed tapes are
@@ -23,6 +23,10 @@ use crate::session::Session;
 
 /// Records waiting for the writer; past this, lines are dropped.
 const QUEUE_DEPTH: usize = 8192;
+
+/// How often the writer takes what is queued: waking it for every message would cost the
+/// message path a wake-up and the proxy a context switch each.
+const TICK: Duration = Duration::from_millis(10);
 
 /// Lines a tape holds back for its header before it is written without the handshake.
 const MAX_BUFFERED: usize = 32;
@@ -221,22 +225,20 @@ struct Writer {
 impl Writer {
     fn run(&mut self, queue: flume::Receiver<Record>) {
         loop {
-            match queue.recv_timeout(Duration::from_millis(500)) {
-                Ok(record) => {
-                    self.handle(record);
-                    // Whatever else is queued goes out before the flush.
-                    while let Ok(record) = queue.try_recv() {
-                        self.handle(record);
-                    }
-                }
-                Err(flume::RecvTimeoutError::Timeout) => {}
-                Err(flume::RecvTimeoutError::Disconnected) => break,
+            std::thread::sleep(TICK);
+            // Seen before draining, so that nothing sent before the last sender left is missed.
+            let senders_gone = queue.is_disconnected();
+            for record in queue.drain() {
+                self.handle(record);
             }
             self.flush();
             self.close_ended();
-        }
-        for tape in self.open.keys().copied().collect::<Vec<_>>() {
-            self.close(tape);
+            if senders_gone {
+                for tape in self.open.keys().copied().collect::<Vec<_>>() {
+                    self.close(tape);
+                }
+                return;
+            }
         }
     }
 

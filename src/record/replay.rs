@@ -299,3 +299,128 @@ impl ConnectionCloser for ReplayCloser {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::record::TapeEntry;
+    use crate::record::tape::{FORMAT, TapeHeader};
+
+    fn entry(direction: Direction, json: &str) -> TapeEntry {
+        TapeEntry {
+            t: 0.0,
+            direction,
+            message: Some(Message::new(json.to_owned())),
+            verdicts: Vec::new(),
+            delivered: None,
+            answer: None,
+        }
+    }
+
+    fn tape(entries: Vec<TapeEntry>) -> Tape {
+        Tape {
+            header: TapeHeader {
+                tape: FORMAT.into(),
+                membrane: "0".into(),
+                recorded_at: String::new(),
+                session: String::new(),
+                client_transport: TransportType::Stdio,
+                upstream_transport: TransportType::Stdio,
+                protocol_version: None,
+                client_info: None,
+                server_info: None,
+                plugins: Vec::new(),
+            },
+            entries,
+        }
+    }
+
+    async fn next(connection: &mut Connection) -> serde_json::Value {
+        let frame = tokio::time::timeout(Duration::from_secs(5), connection.inbound.next());
+        match frame.await.unwrap().unwrap() {
+            Frame::Message(message) => message.to_value().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_under_the_clients_id_with_the_servers_own_messages_where_they_were() {
+        use Direction::{ClientToServer as C, ServerToClient as S};
+        let tape = tape(vec![
+            entry(
+                S,
+                r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"n":0}}"#,
+            ),
+            entry(
+                C,
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":1}}}"#,
+            ),
+            entry(
+                S,
+                r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"n":1}}"#,
+            ),
+            entry(S, r#"{"jsonrpc":"2.0","id":"s1","method":"roots/list"}"#),
+            entry(C, r#"{"jsonrpc":"2.0","id":"s1","result":{"roots":[]}}"#),
+            entry(S, r#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#),
+            entry(
+                S,
+                r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"n":2}}"#,
+            ),
+            entry(
+                C,
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            ),
+            entry(
+                S,
+                r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"n":3}}"#,
+            ),
+        ]);
+        let server = TapeServer::new(&tape, Matching::Params);
+        let mut connection = server.connect(&Listening::always()).await.unwrap();
+        assert_eq!(
+            next(&mut connection).await["params"]["n"],
+            0,
+            "sent before anything"
+        );
+
+        let call = r#"{"jsonrpc":"2.0","id":"mine","method":"tools/call","params":{"name":"x","_meta":{"progressToken":"other"}}}"#;
+        connection.outbox.send(Message::new(call)).await;
+        assert_eq!(next(&mut connection).await["params"]["n"], 1);
+        assert_eq!(next(&mut connection).await["method"], "roots/list");
+        let answer = next(&mut connection).await;
+        assert_eq!(
+            (&answer["id"], &answer["result"]),
+            (&json!("mine"), &json!({"content": []}))
+        );
+        assert_eq!(
+            next(&mut connection).await["params"]["n"],
+            2,
+            "after the answer"
+        );
+
+        let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        connection.outbox.send(Message::new(initialized)).await;
+        assert_eq!(
+            next(&mut connection).await["params"]["n"],
+            3,
+            "after the notification"
+        );
+
+        let other = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"y"}}"#;
+        connection.outbox.send(Message::new(other)).await;
+        assert_eq!(next(&mut connection).await["error"]["code"], -32602);
+
+        let exact = TapeServer::new(&tape, Matching::Exact);
+        let mut connection = exact.connect(&Listening::always()).await.unwrap();
+        next(&mut connection).await;
+        connection.outbox.send(Message::new(call)).await;
+        assert_eq!(
+            next(&mut connection).await["error"]["code"],
+            -32602,
+            "_meta differs"
+        );
+    }
+}

@@ -93,17 +93,17 @@ pub fn decisive(verdicts: &[LinkVerdict]) -> &str {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct EntryLine<'a> {
     t: f64,
     dir: Direction,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(borrow, default)]
     msg: Option<&'a RawValue>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     verdicts: Vec<LinkVerdict>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(borrow, default)]
     delivered: Option<&'a RawValue>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(borrow, default)]
     answer: Option<&'a RawValue>,
 }
 
@@ -187,33 +187,134 @@ impl Tape {
     }
 }
 
-/// One entry as a line of text (with its `\n`).
+/// One entry as a line of text (with its `\n`). Messages were validated on the way in, so their
+/// text goes in as it is, not parsed again.
 pub(super) fn entry_line(entry: &TapeEntry) -> String {
-    let raw = |message: &Option<Message>| {
-        message.as_ref().and_then(|m| {
-            let text = m.as_str();
-            let text = if text.contains(['\n', '\r']) {
-                text.replace(['\n', '\r'], " ")
-            } else {
-                text.to_owned()
-            };
-            RawValue::from_string(text).ok()
-        })
-    };
-    let (msg, delivered, answer) = (
-        raw(&entry.message),
-        raw(&entry.delivered),
-        raw(&entry.answer),
+    let size = |m: &Option<Message>| m.as_ref().map_or(0, |m| m.as_str().len());
+    let mut line = String::with_capacity(
+        96 + size(&entry.message) + size(&entry.delivered) + size(&entry.answer),
     );
-    let line = EntryLine {
-        t: (entry.t * 1e6).round() / 1e6,
-        dir: entry.direction,
-        msg: msg.as_deref(),
-        verdicts: entry.verdicts.clone(),
-        delivered: delivered.as_deref(),
-        answer: answer.as_deref(),
+    let direction = match entry.direction {
+        Direction::ClientToServer => "client_to_server",
+        Direction::ServerToClient => "server_to_client",
     };
-    let mut text = serde_json::to_string(&line).expect("a tape entry serializes");
-    text.push('\n');
-    text
+    let t = (entry.t * 1e6).round() / 1e6;
+    line.push_str(&format!("{{\"t\":{t},\"dir\":\"{direction}\""));
+    let mut raw = |name: &str, message: &Option<Message>| {
+        if let Some(message) = message {
+            line.push_str(&format!(",\"{name}\":"));
+            // Line breaks can only be whitespace between tokens here: they become spaces.
+            line.extend(message.as_str().chars().map(|c| match c {
+                '\n' | '\r' => ' ',
+                c => c,
+            }));
+        }
+    };
+    raw("msg", &entry.message);
+    raw("delivered", &entry.delivered);
+    raw("answer", &entry.answer);
+    if !entry.verdicts.is_empty() {
+        let verdicts = serde_json::to_string(&entry.verdicts).expect("verdicts serialize");
+        line.push_str(&format!(",\"verdicts\":{verdicts}"));
+    }
+    line.push_str("}\n");
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(by: &str, verdict: &str, enforced: bool) -> LinkVerdict {
+        LinkVerdict {
+            by: by.into(),
+            verdict: verdict.into(),
+            reason: None,
+            error: None,
+            enforced,
+        }
+    }
+
+    #[test]
+    fn entries_read_back_as_written() {
+        let header = TapeHeader {
+            tape: FORMAT.into(),
+            membrane: "0".into(),
+            recorded_at: "2026-12-01T00:00:00.000Z".into(),
+            session: "abcd".into(),
+            client_transport: TransportType::Stdio,
+            upstream_transport: TransportType::StreamableHttp,
+            protocol_version: Some("2025-06-18".into()),
+            client_info: None,
+            server_info: None,
+            plugins: vec![],
+        };
+        let pretty = "{\n  \"jsonrpc\": \"2.0\",\r\n  \"id\": 1, \"method\": \"tools/call\"}";
+        let modified = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#;
+        let entry = TapeEntry {
+            t: 0.0000015,
+            direction: Direction::ClientToServer,
+            message: Some(Message::new(pretty)),
+            verdicts: vec![verdict("a", "modify", true), verdict("b", "block", false)],
+            delivered: Some(Message::new(modified)),
+            answer: None,
+        };
+        let batch = TapeEntry {
+            t: 1.5,
+            direction: Direction::ServerToClient,
+            message: Some(Message::new(
+                r#"[{"jsonrpc":"2.0","method":"a"},{"jsonrpc":"2.0","method":"b"}]"#,
+            )),
+            verdicts: vec![],
+            delivered: None,
+            answer: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let text = format!(
+            "{}\n{}{}",
+            serde_json::to_string(&header).unwrap(),
+            entry_line(&entry),
+            entry_line(&batch)
+        );
+        assert_eq!(text.lines().count(), 3, "one line each: {text}");
+        std::fs::write(&path, text).unwrap();
+        let tape = Tape::read(&path).unwrap();
+        assert_eq!(tape.header, header);
+        assert_eq!(tape.entries.len(), 3, "the batch is read as its messages");
+        let read = &tape.entries[0];
+        assert_eq!(read.message.as_ref().unwrap().method(), Some("tools/call"));
+        assert_eq!(read.delivered.as_ref().unwrap().as_str(), modified);
+        assert_eq!(read.verdicts, entry.verdicts);
+        assert_eq!(read.t, 0.000002, "microseconds");
+        assert_eq!(
+            read.verdict(),
+            "modify",
+            "an unenforced block decides nothing"
+        );
+        assert_eq!(
+            tape.entries[2].message.as_ref().unwrap().method(),
+            Some("b")
+        );
+    }
+
+    #[test]
+    fn the_decisive_verdict_is_the_first_that_stops_the_message() {
+        assert_eq!(decisive(&[]), "continue");
+        let verdicts = [verdict("a", "modify", true), verdict("b", "pause", true)];
+        assert_eq!(decisive(&verdicts), "pause");
+        assert_eq!(decisive(&[verdict("a", "block", false)]), "continue");
+    }
+
+    #[test]
+    fn what_is_not_a_tape_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        std::fs::write(&path, "{\"tape\":\"other/9\"}\n").unwrap();
+        let error = Tape::read(&path).unwrap_err().to_string();
+        assert!(error.contains(":1: "), "{error}");
+        std::fs::write(&path, format!("{{\"tape\":\"{FORMAT}\",\"membrane\":\"0\",\"recorded_at\":\"\",\"session\":\"\",\"client_transport\":\"stdio\",\"upstream_transport\":\"stdio\"}}\n{{\"t\":1}}\n")).unwrap();
+        let error = Tape::read(&path).unwrap_err().to_string();
+        assert!(error.contains(":2: missing field"), "{error}");
+    }
 }
