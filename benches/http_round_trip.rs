@@ -1,7 +1,7 @@
 //! Streamable HTTP through `membrane reverse`, against the same upstream used directly: a
 //! 1 KiB `tools/call echo` from many concurrent sessions, to the rmcp SDK server over HTTP
-//! (HTTP to HTTP) and over stdio (HTTP to stdio, one server process per session). Then the
-//! memory membrane holds per idle session.
+//! (HTTP to HTTP, also with every session recorded to a tape) and over stdio (HTTP to stdio,
+//! one server process per session). Then the memory membrane holds per idle session.
 //!
 //! Each round sends one call on every session of one variant at once, and the variants take
 //! turns round by round, so machine noise falls on all of them alike. Prints, per variant,
@@ -117,11 +117,20 @@ async fn main() {
 
     let (_server, direct) = rmcp_http_server("127.0.0.1:0").await;
     let (_http_to_http, via_http) = membrane_reverse(&["--upstream", &direct]).await;
+    let tapes = tempfile::tempdir().unwrap();
+    let (_recorded, via_recorded) = membrane_reverse(&[
+        "--upstream",
+        &direct,
+        "--record",
+        tapes.path().to_str().unwrap(),
+    ])
+    .await;
     let stdio_server = common::rmcp_server().display().to_string();
     let (_http_to_stdio, via_stdio) = membrane_reverse(&["--", &stdio_server]).await;
     let mut variants = [
         Variant::open("rmcp server over HTTP, directly", &direct, sessions).await,
         Variant::open("membrane, HTTP to HTTP", &via_http, sessions).await,
+        Variant::open("membrane, HTTP to HTTP, recorded", &via_recorded, sessions).await,
         Variant::open("membrane, HTTP to stdio", &via_stdio, sessions).await,
     ];
     for round in 0..warm_up + rounds {
