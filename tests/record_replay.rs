@@ -1,7 +1,7 @@
 //! Recording and replaying, end to end with real peers: a session of server-everything driven
 //! by the Python SDK is recorded (header, verdicts, what membrane answered in a request's
 //! place); the tape is served back to the TypeScript SDK client and to the MCP Inspector over
-//! stdio and HTTP, and behind `membrane forward`; a request the tape cannot answer gets an
+//! stdio and HTTP, to the Python SDK client in its default mode, and behind `membrane forward`; a request the tape cannot answer gets an
 //! error; `--against` drives real servers with the tape's client side; `test-policy` lists
 //! exactly the messages whose verdict a new configuration changes; `[record] after` keeps what
 //! a redactor removes off the tape; and caps on tapes and their directory drop tape lines,
@@ -210,6 +210,16 @@ async fn a_tape_replays_to_other_clients_over_stdio_and_http() {
         seen["blocked"]["code"], -32001,
         "membrane's recorded answer"
     );
+
+    // The Python SDK client in its default mode, which tries the 2026-07-28 discovery first.
+    let mut python = Command::new(peers().join("venv/bin/python"));
+    python
+        .arg(common::repo().join("tests/peers/python_client.py"))
+        .args(["list-and-call", "--message", ECHOED, "--"])
+        .args(&replay);
+    let seen = json_output(&mut python, WAIT).await;
+    assert_eq!(seen["tools"], recorded["tools"]);
+    assert_eq!(seen["echo"], format!("Echo: {ECHOED}"));
 
     // The Inspector over stdio.
     let listed = inspector(&replay, &["--method", "tools/list"]).await;

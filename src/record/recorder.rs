@@ -435,3 +435,72 @@ fn tapes_in(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::SessionId;
+    use crate::transport::TransportType;
+
+    fn recorder(dir: &Path, sessions: f64) -> TapeRecorder {
+        let mut section = RecordSection::into_dir(dir.to_owned());
+        section.sessions = sessions;
+        TapeRecorder::start(&section).unwrap()
+    }
+
+    fn session() -> Session {
+        let stdio = TransportType::Stdio;
+        Session::new(SessionId::generate(), stdio, stdio)
+    }
+
+    #[test]
+    fn records_its_fraction_of_sessions_each_on_a_tape_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = recorder(dir.path(), 0.0);
+        assert!((0..100).all(|_| none.open(&session()).is_none()));
+        let some = recorder(dir.path(), 0.3);
+        let tapes: Vec<SessionTape> = (0..1000).filter_map(|_| some.open(&session())).collect();
+        assert!(
+            (200..=400).contains(&tapes.len()),
+            "{} of 1000",
+            tapes.len()
+        );
+        drop(tapes);
+        some.flush(Duration::from_secs(5));
+        let written = std::fs::read_dir(dir.path()).unwrap().count() as u64;
+        assert_eq!(written, some.stats().tapes.load(Ordering::Relaxed));
+        assert_eq!(some.stats().dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_tape_waits_for_the_handshake_to_write_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = recorder(dir.path(), 1.0);
+        let tape = recorder.open(&session()).unwrap();
+        let entry = TapeEntry {
+            t: tape.elapsed(),
+            direction: crate::protocol::Direction::ClientToServer,
+            message: Some(crate::protocol::Message::new(
+                r#"{"jsonrpc":"2.0","id":0,"method":"initialize"}"#,
+            )),
+            verdicts: Vec::new(),
+            delivered: None,
+            answer: None,
+        };
+        tape.record(entry);
+        let info = serde_json::json!({"name": "server"});
+        tape.handshake("2025-11-25", None, Some(info.clone()));
+        drop(tape);
+        recorder.flush(Duration::from_secs(5));
+        let path = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let read = super::super::Tape::read(&path).unwrap();
+        assert_eq!(read.header.protocol_version.as_deref(), Some("2025-11-25"));
+        assert_eq!(read.header.server_info, Some(info));
+        assert_eq!(read.entries.len(), 1);
+    }
+}
