@@ -128,6 +128,7 @@ use serde::Deserialize;
 
 use crate::auth::AuthConfig;
 use crate::interceptor::{FailurePolicy, LinkPolicy, Mode, PauseTimeoutPolicy};
+use crate::record::RecordConfig;
 use crate::session::{SessionConfig, StoreSpec};
 use crate::transport::streamable_http::{FrontOptions, HostPolicy, UpstreamOptions};
 use crate::transport::tls::ClientTlsOptions;
@@ -183,7 +184,7 @@ pub struct Config {
     /// Export traces.
     pub telemetry: Option<TelemetrySection>,
     /// Record sessions to tapes.
-    pub record: Option<RecordSection>,
+    pub record: Option<RecordConfig>,
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
     /// A directory of plugins: each `*.wasm` in it (by file name) joins the chain after
@@ -371,47 +372,6 @@ fn default_service_name() -> String {
 pub struct AuditSection {
     /// A file appended to, or `-` for stderr.
     pub file: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecordSection {
-    /// Where tapes go, one JSON Lines file per session.
-    pub dir: PathBuf,
-    /// The fraction of new sessions recorded.
-    #[serde(default = "all_sessions")]
-    pub sessions: f64,
-    #[serde(default = "default_max_tape_bytes")]
-    pub max_tape_bytes: u64,
-    #[serde(default = "default_max_dir_bytes")]
-    pub max_dir_bytes: u64,
-    /// The plugin after which tapes copy messages; before the whole chain when unset.
-    pub after: Option<String>,
-}
-
-impl RecordSection {
-    /// Recording every session into `dir`, with the default bounds.
-    pub fn into_dir(dir: PathBuf) -> Self {
-        Self {
-            dir,
-            sessions: all_sessions(),
-            max_tape_bytes: default_max_tape_bytes(),
-            max_dir_bytes: default_max_dir_bytes(),
-            after: None,
-        }
-    }
-}
-
-fn all_sessions() -> f64 {
-    1.0
-}
-
-fn default_max_tape_bytes() -> u64 {
-    64 << 20
-}
-
-fn default_max_dir_bytes() -> u64 {
-    1 << 30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -823,7 +783,7 @@ impl ConfigSource {
         if let Some(dir) = &self.record {
             match &mut config.record {
                 Some(record) => record.dir = dir.clone(),
-                None => config.record = Some(RecordSection::into_dir(dir.clone())),
+                None => config.record = Some(RecordConfig::into_dir(dir.clone())),
             }
         }
         if self.http_clients {

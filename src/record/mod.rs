@@ -11,6 +11,6 @@ mod replay;
 pub mod tape;
 pub mod test_policy;
 
-pub use recorder::{RecorderStats, SessionTape, TapeRecorder};
+pub use recorder::{RecordConfig, RecorderStats, SessionTape, TapeRecorder};
 pub use replay::{Matching, TapeServer};
 pub use tape::{Tape, TapeEntry, TapeError, TapeHeader, TapePlugin};

@@ -18,8 +18,49 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use super::tape::{FORMAT, TapeEntry, TapeHeader, TapePlugin, entry_line};
-use crate::config::RecordSection;
 use crate::session::Session;
+
+/// `[record]`: where tapes go, which sessions get one, and how large they may grow.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Where tapes go, one JSON Lines file per session.
+    pub dir: PathBuf,
+    /// The fraction of new sessions recorded.
+    #[serde(default = "all_sessions")]
+    pub sessions: f64,
+    #[serde(default = "default_max_tape_bytes")]
+    pub max_tape_bytes: u64,
+    #[serde(default = "default_max_dir_bytes")]
+    pub max_dir_bytes: u64,
+    /// The plugin after which tapes copy messages; before the whole chain when unset.
+    pub after: Option<String>,
+}
+
+impl RecordConfig {
+    /// Recording every session into `dir`, with the default bounds.
+    pub fn into_dir(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            sessions: all_sessions(),
+            max_tape_bytes: default_max_tape_bytes(),
+            max_dir_bytes: default_max_dir_bytes(),
+            after: None,
+        }
+    }
+}
+
+fn all_sessions() -> f64 {
+    1.0
+}
+
+fn default_max_tape_bytes() -> u64 {
+    64 << 20
+}
+
+fn default_max_dir_bytes() -> u64 {
+    1 << 30
+}
 
 /// Records waiting for the writer; past this, lines are dropped.
 const QUEUE_DEPTH: usize = 8192;
@@ -77,7 +118,7 @@ pub struct SessionTape {
 
 impl TapeRecorder {
     /// Creates the tape directory and starts the writer thread.
-    pub fn start(section: &RecordSection) -> std::io::Result<Self> {
+    pub fn start(section: &RecordConfig) -> std::io::Result<Self> {
         std::fs::create_dir_all(&section.dir)?;
         let (records, queue) = flume::bounded(QUEUE_DEPTH);
         let stats = Arc::new(RecorderStats::default());
@@ -443,7 +484,7 @@ mod tests {
     use crate::transport::TransportType;
 
     fn recorder(dir: &Path, sessions: f64) -> TapeRecorder {
-        let mut section = RecordSection::into_dir(dir.to_owned());
+        let mut section = RecordConfig::into_dir(dir.to_owned());
         section.sessions = sessions;
         TapeRecorder::start(&section).unwrap()
     }
