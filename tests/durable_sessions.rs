@@ -103,6 +103,21 @@ async fn a_restart_on_sqlite_keeps_sessions_their_plugin_state_and_events() {
     );
     let (stream, two) = call_on_stream(&client, 2, "two").await;
     assert_eq!(echo_of(&two), "two");
+    // Events reach the store a moment after the client has them; a crash before that loses
+    // them, rightly. Wait until "two" is stored, so that it is there to be replayed.
+    let db = dir.path().join("sessions.db");
+    eventually("the answer on the stream is stored", async || {
+        let db = rusqlite::Connection::open(&db).unwrap();
+        let stored: i64 = db
+            .query_row(
+                "SELECT count(*) FROM events WHERE message LIKE '%\"two\"%'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap_or(0);
+        stored > 0
+    })
+    .await;
 
     // A crash in the middle of traffic: nothing of membrane runs to clean up.
     membrane.kill().await;
