@@ -442,8 +442,12 @@ fn plugins_table(value: &Value) -> String {
                 .map(|k| m[*k].as_u64().unwrap_or(0))
                 .sum();
             let micros = |v: &Value| v.as_f64().map_or("-".into(), |us| format!("{us:.0}µs"));
+            let name = match p["mode"].as_str() {
+                Some("audit") => format!("{} (audit)", text(&p["name"])),
+                _ => text(&p["name"]),
+            };
             vec![
-                text(&p["name"]),
+                name,
                 text(&p["contract"]),
                 text(&p["on_error"]),
                 text(&m["calls"]),

@@ -204,11 +204,12 @@ impl std::fmt::Display for PolicyReport {
             writeln!(f)?;
         }
         let t = &self.totals;
+        let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
         writeln!(
             f,
-            "{} messages in {} sessions ({} withheld): {} changed ({} now blocked, {} now allowed, {} now modified), {} with errors",
-            t.messages,
-            t.sessions,
+            "{} in {} ({} withheld): {} changed ({} now blocked, {} now allowed, {} now modified), {} with errors",
+            plural(t.messages, "message"),
+            plural(t.sessions, "session"),
             t.withheld,
             t.changed,
             t.now_blocked,

@@ -595,7 +595,8 @@
       const callsTitle = `continued ${num(m.continued)}, modified ${num(m.modified)}, blocked ${num(m.blocked)}, mocked ${num(m.mocked)}, paused ${num(m.paused)}, delayed ${num(m.delayed)}`;
       return el("tr", { dataset: { plugin: String(p.name ?? "") } },
         el("td", { class: "num muted", text: String(i + 1) }),
-        el("td", { title: `${dash(p.path)}\n${dash(p.hash)}` }, el("strong", { text: dash(p.name) })),
+        el("td", { title: `${dash(p.path)}\n${dash(p.hash)}` }, el("strong", { text: dash(p.name) }),
+          p.mode === "audit" ? [" ", el("span", { class: "tag tag-dim", title: "verdicts logged, not enforced", text: "audit" })] : null),
         el("td", { class: "mono", text: dash(p.contract) }),
         el("td", {}, el("span", { class: `tag ${p.on_error === "block" ? "tag-block" : "tag-dim"}`, text: dash(p.on_error) })),
         el("td", { class: "num", title: callsTitle, text: String(num(m.calls)) }),
