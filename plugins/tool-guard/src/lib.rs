@@ -6,12 +6,14 @@
 //! Configuration (every field optional; unknown fields are refused):
 //!
 //! ```toml
-//! deny = ["delete_*", "shell"]   # tool-name globs (`*`, `?`) that are blocked
+//! deny = ["delete_*", "shell"]   # tool-name globs (`*`, `?`) that are blocked; an entry may
+//!                                # give its own reason: { tools = ["drop_*"], reason = "..." }
 //! allow = ["echo", "get_*"]      # if non-empty, only these may be called; deny still wins
-//! deny_arguments = [{ tool = "*", pattern = "rm\\s+-rf" }]  # regex on every string in arguments
+//! deny_arguments = [{ tool = "*", pattern = "rm\\s+-rf", reason = "no rm -rf" }]  # regex on
+//!                                # every string in arguments; `reason` optional
 //! hide_denied = true             # drop blocked tools from `tools/list` results (default)
 //! # Tools only some principals may call (membrane's `[auth]`; nobody without it):
-//! only = [{ tools = ["deploy_*"], claim = "groups", any_of = ["release"] },
+//! only = [{ tools = ["deploy_*"], claim = "groups", any_of = ["release"], reason = "..." },
 //!         { tools = ["admin_*"], subjects = ["alice"] }]
 //! ```
 

@@ -14,7 +14,7 @@ use wildmatch::WildMatch;
 #[serde(deny_unknown_fields)]
 struct Config {
     #[serde(default)]
-    deny: Vec<String>,
+    deny: Vec<DenyRule>,
     #[serde(default)]
     allow: Vec<String>,
     #[serde(default)]
@@ -23,6 +23,21 @@ struct Config {
     hide_denied: bool,
     #[serde(default)]
     only: Vec<OnlyRule>,
+}
+
+/// Denied tools: a glob, or globs with the reason the caller is given.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DenyRule {
+    Glob(String),
+    Explained(ExplainedDeny),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainedDeny {
+    tools: Vec<String>,
+    reason: String,
 }
 
 /// Tools only some principals may call: those whose subject matches `subjects`, or whose
@@ -36,6 +51,7 @@ struct OnlyRule {
     claim: Option<String>,
     #[serde(default)]
     any_of: Vec<String>,
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +60,7 @@ struct ArgumentRule {
     #[serde(default = "any_tool")]
     tool: String,
     pattern: String,
+    reason: Option<String>,
 }
 
 fn enabled() -> bool {
@@ -54,11 +71,11 @@ fn any_tool() -> String {
     "*".to_owned()
 }
 
-/// A parsed, validated policy.
+/// A parsed, validated policy. Each rule keeps the reason it gives, when it has its own.
 pub struct Policy {
-    deny: Vec<WildMatch>,
+    deny: Vec<(WildMatch, Option<String>)>,
     allow: Vec<WildMatch>,
-    deny_arguments: Vec<(WildMatch, Regex)>,
+    deny_arguments: Vec<(WildMatch, Regex, Option<String>)>,
     hide_denied: bool,
     only: Vec<Only>,
 }
@@ -67,6 +84,7 @@ struct Only {
     tools: Vec<WildMatch>,
     subjects: Vec<WildMatch>,
     claim: Option<(String, Vec<String>)>,
+    reason: Option<String>,
 }
 
 /// Who calls, as membrane tells it (the session's principal).
@@ -101,7 +119,7 @@ impl Policy {
             .deny_arguments
             .iter()
             .map(|rule| match Regex::new(&rule.pattern) {
-                Ok(regex) => Ok((WildMatch::new(&rule.tool), regex)),
+                Ok(regex) => Ok((WildMatch::new(&rule.tool), regex, rule.reason.clone())),
                 Err(e) => Err(invalid(format!(
                     "deny_arguments pattern {:?}: {e}",
                     rule.pattern
@@ -122,11 +140,24 @@ impl Policy {
                     tools: globs(&rule.tools),
                     subjects: globs(&rule.subjects),
                     claim: rule.claim.clone().map(|claim| (claim, rule.any_of.clone())),
+                    reason: rule.reason.clone(),
                 })
             })
             .collect::<Result<_, _>>()?;
+        let deny = config
+            .deny
+            .iter()
+            .flat_map(|rule| match rule {
+                DenyRule::Glob(glob) => vec![(WildMatch::new(glob), None)],
+                DenyRule::Explained(rule) => rule
+                    .tools
+                    .iter()
+                    .map(|glob| (WildMatch::new(glob), Some(rule.reason.clone())))
+                    .collect(),
+            })
+            .collect();
         Ok(Self {
-            deny: globs(&config.deny),
+            deny,
             allow: globs(&config.allow),
             deny_arguments,
             hide_denied: config.hide_denied,
@@ -151,15 +182,29 @@ impl Policy {
     }
 
     fn permits_by_name(&self, tool: &str) -> bool {
-        !self.deny.iter().any(|glob| glob.matches(tool))
-            && (self.allow.is_empty() || self.allow.iter().any(|glob| glob.matches(tool)))
+        self.refusal_by_name(tool).is_none()
+    }
+
+    /// Why `tool` may not be called by name: the deny rule's reason, or the default one.
+    fn refusal_by_name(&self, tool: &str) -> Option<String> {
+        let default = || format!("tool '{tool}' is blocked by policy");
+        if let Some((_, reason)) = self.deny.iter().find(|(glob, _)| glob.matches(tool)) {
+            return Some(reason.clone().unwrap_or_else(default));
+        }
+        let allowed = self.allow.is_empty() || self.allow.iter().any(|glob| glob.matches(tool));
+        (!allowed).then(default)
     }
 
     fn admits(&self, tool: &str, caller: Option<&Caller>) -> bool {
+        self.refusing(tool, caller).is_none()
+    }
+
+    /// The first `only` rule naming `tool` that does not admit `caller`.
+    fn refusing(&self, tool: &str, caller: Option<&Caller>) -> Option<&Only> {
         self.only
             .iter()
             .filter(|rule| rule.tools.iter().any(|glob| glob.matches(tool)))
-            .all(|rule| rule.admits(caller))
+            .find(|rule| !rule.admits(caller))
     }
 
     /// The reason to block a `tools/call` request, or `None` to let it through. A request
@@ -170,18 +215,17 @@ impl Policy {
             return Some("tools/call request has no tool name".to_owned());
         };
         let tool = &*call.params.name;
-        if !self.permits_by_name(tool) {
-            return Some(format!("tool '{tool}' is blocked by policy"));
+        if let Some(refusal) = self.refusal_by_name(tool) {
+            return Some(refusal);
         }
-        if !self.admits(tool, caller) {
+        if let Some(rule) = self.refusing(tool, caller) {
             let who = caller.map_or("an unauthenticated caller".to_owned(), |c| format!("'{}'", c.subject));
-            return Some(format!("tool '{tool}' is not for {who}"));
+            return Some(rule.reason.clone().unwrap_or_else(|| format!("tool '{tool}' is not for {who}")));
         }
         let mut patterns = self
             .deny_arguments
             .iter()
-            .filter(|(glob, _)| glob.matches(tool))
-            .map(|(_, regex)| regex)
+            .filter(|(glob, ..)| glob.matches(tool))
             .peekable();
         patterns.peek()?;
         let arguments = call
@@ -189,9 +233,8 @@ impl Policy {
             .arguments
             .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
             .unwrap_or(Value::Null);
-        patterns
-            .any(|regex| any_string_matches(&arguments, regex))
-            .then(|| format!("arguments of tool '{tool}' match a blocked pattern"))
+        let (.., reason) = patterns.find(|(_, regex, _)| any_string_matches(&arguments, regex))?;
+        Some(reason.clone().unwrap_or_else(|| format!("arguments of tool '{tool}' match a blocked pattern")))
     }
 
     /// A `tools/list` response without the tools this policy refuses `caller` by name, or
@@ -348,6 +391,30 @@ mod tests {
         assert!(policy.filter_list(list, Some(&member)).is_none());
         assert!(policy.filter_list(list, Some(&other)).unwrap().contains("echo"));
         assert!(Policy::from_json(r#"{"only": [{"tools": ["x"]}]}"#).is_err());
+    }
+
+    #[test]
+    fn rules_can_carry_their_own_reasons() {
+        let policy = policy(json!({
+            "deny": ["shell", {"tools": ["delete_*", "drop_*"], "reason": "destructive tools need a ticket"}],
+            "deny_arguments": [
+                {"pattern": "rm\\s+-rf", "reason": "no recursive deletes"},
+                {"pattern": "sudo"}
+            ],
+            "only": [{"tools": ["deploy"], "subjects": ["ci"], "reason": "deploys run from CI"}]
+        }));
+        let reason = |name: &str, arguments: Value| policy.check_call(&call(name, arguments), None);
+        assert_eq!(reason("drop_table", json!({})).as_deref(), Some("destructive tools need a ticket"));
+        assert_eq!(reason("shell", json!({})).as_deref(), Some("tool 'shell' is blocked by policy"));
+        assert_eq!(reason("run", json!({"c": "rm -rf /"})).as_deref(), Some("no recursive deletes"));
+        assert_eq!(
+            reason("run", json!({"c": "sudo ls"})).as_deref(),
+            Some("arguments of tool 'run' match a blocked pattern")
+        );
+        assert_eq!(reason("deploy", json!({})).as_deref(), Some("deploys run from CI"));
+        assert!(!policy.permits("delete_x", None), "hidden from lists too");
+        let unknown = Policy::from_json(r#"{"deny": [{"tools": ["x"], "why": "y"}]}"#);
+        assert!(unknown.is_err(), "a rule without a reason is refused");
     }
 
     #[test]
