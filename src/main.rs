@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use membrane::admin::Admin;
 use membrane::admin::ctl::Ctl;
-use membrane::app::{App, Reloader};
-use membrane::config::ConfigSource;
+use membrane::app::{App, Reloader, plugin_check};
+use membrane::config::{Config, ConfigSource};
 use membrane::proxy::{forward, reverse, shutdown_signal};
 use membrane::record::{Matching, Tape, TapeServer, against, test_policy};
 use membrane::session::EventWriter;
@@ -96,6 +96,26 @@ enum Command {
     },
     /// Talk to a running membrane's admin API: sessions, held messages, plugins, reload.
     Ctl(Ctl),
+    /// Work with plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Whether this membrane will load a plugin, and why not: its contract, imports and the
+    /// grants they need, the filters it declares, and its verdicts on sample messages (exit
+    /// status 1 if it will not load).
+    Check {
+        /// The plugin, a WebAssembly component.
+        plugin: PathBuf,
+        /// A configuration whose [[plugins]] entry for this file gives its settings.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -224,6 +244,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             Ok(finish(app, code).await)
         }
+        Command::Plugin(PluginCommand::Check {
+            plugin,
+            config,
+            json,
+        }) => {
+            let config = config.as_deref().map(Config::load).transpose()?;
+            let report = plugin_check::check(&plugin, config.as_ref()).await;
+            print_report(&report, json)?;
+            Ok(i32::from(!report.loads()))
+        }
         Command::TestPolicy {
             tapes,
             json,
@@ -260,10 +290,7 @@ impl Upstream {
         self.transport_for(&app.config)
     }
 
-    fn transport_for(
-        &self,
-        config: &membrane::config::Config,
-    ) -> anyhow::Result<Arc<dyn OutgoingTransport>> {
+    fn transport_for(&self, config: &Config) -> anyhow::Result<Arc<dyn OutgoingTransport>> {
         Ok(match (&self.upstream, &self.server[..]) {
             (Some(url), _) => Arc::new(StreamableHttpOutgoing::new(
                 url,

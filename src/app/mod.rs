@@ -3,6 +3,7 @@
 //! keeps it in step with its configuration ([`reload`]). The one place that knows all the rooms.
 
 mod chain;
+pub mod plugin_check;
 mod reload;
 
 pub use chain::NativeInterceptor;

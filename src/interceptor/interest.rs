@@ -42,6 +42,44 @@ impl Filter {
     }
 }
 
+/// As an operator reads it: `tools/call, tools/list · client_to_server · request` (`any` for
+/// an empty list).
+impl std::fmt::Display for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let methods: Vec<String> = self.methods.iter().map(ToString::to_string).collect();
+        let named = |bits: u8, names: &[(u8, &str)]| {
+            if bits == u8::MAX {
+                return "any".to_owned();
+            }
+            let named: Vec<&str> = names
+                .iter()
+                .filter(|(bit, _)| bits & bit != 0)
+                .map(|(_, name)| *name)
+                .collect();
+            named.join(", ")
+        };
+        let directions = named(
+            self.directions,
+            &[(1, "client_to_server"), (2, "server_to_client")],
+        );
+        let kinds = named(
+            self.kinds,
+            &[
+                (1, "request"),
+                (2, "notification"),
+                (4, "response"),
+                (8, "error"),
+            ],
+        );
+        let methods = if methods.is_empty() {
+            "any method".to_owned()
+        } else {
+            methods.join(", ")
+        };
+        write!(f, "{methods} · {directions} · {kinds}")
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Interest {
     filters: Vec<Filter>,
@@ -61,6 +99,10 @@ impl Interest {
     /// Messages that match any of `filters`.
     pub fn any_of(filters: Vec<Filter>) -> Self {
         Self { filters }
+    }
+
+    pub fn filters(&self) -> &[Filter] {
+        &self.filters
     }
 
     #[inline]
@@ -116,6 +158,17 @@ mod tests {
         assert!(!filter.matches(ServerToClient, Request, Some("tools/call")));
         assert!(!filter.matches(ClientToServer, Notification, Some("tools/call")));
         assert!(!filter.matches(ClientToServer, Request, None));
+    }
+
+    #[test]
+    fn a_filter_reads_as_declared() {
+        let filter = Filter::new(["tools/*"], &[ClientToServer], &[Request, Error]);
+        assert_eq!(
+            filter.to_string(),
+            "tools/* · client_to_server · request, error"
+        );
+        let any = Filter::new(Vec::<&str>::new(), &[], &[]);
+        assert_eq!(any.to_string(), "any method · any · any");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use engine::{EngineOptions, PluginEngine};
 #[cfg(feature = "wasm")]
 pub use metrics::{Failure, LATENCY_BUCKETS_US, MetricsSnapshot, PluginMetrics};
 #[cfg(feature = "wasm")]
-pub use plugin::{CONTRACT_VERSION, PluginEnv, PluginError, WasmInterceptor};
+pub use plugin::{CONTRACT_VERSION, Import, PluginEnv, PluginError, WasmInterceptor, inspect};
 #[cfg(feature = "wasm")]
 pub use registry::{PluginInfo, PluginRegistry, RegistryError, ReloadReport};
 pub use spec::{Capability, Grants, PluginLimits, PluginSpec};

@@ -414,6 +414,46 @@ impl Interceptor for WasmInterceptor {
     }
 }
 
+/// An import of a component, and the capability the operator must grant for it, if any.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Import {
+    pub name: String,
+    pub capability: Option<&'static str>,
+}
+
+/// What a component is built against and imports, read without instantiating it.
+pub fn inspect(engine: &PluginEngine, bytes: &[u8]) -> Result<(String, Vec<Import>), String> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => {} // a component (layer 1)
+        Some([0, b'a', b's', b'm', _, _, 0, 0]) => {
+            return Err("a core WebAssembly module, not a component: build it for wasm32-wasip2, or wrap it with `wasm-tools component new`".into());
+        }
+        _ => return Err("not WebAssembly (no `\\0asm` header)".into()),
+    }
+    let component = Component::from_binary(&engine.engine, bytes)
+        .map_err(|e| format!("not a valid WebAssembly component: {e}"))?;
+    let contract = contract_of(&component, &engine.engine);
+    let prefix = format!("{CONTRACT_PACKAGE}/");
+    let imports = component
+        .component_type()
+        .imports(&engine.engine)
+        .map(|(name, _)| {
+            let interface = name
+                .strip_prefix(&prefix)
+                .map(|rest| rest.split_once('@').map_or(rest, |(i, _)| i));
+            let capability = [Capability::Log, Capability::SessionKv]
+                .into_iter()
+                .find(|capability| interface.is_some() && capability.interface() == interface)
+                .map(Capability::name);
+            Import {
+                name: name.to_owned(),
+                capability,
+            }
+        })
+        .collect();
+    Ok((contract, imports))
+}
+
 /// The contract package and version a component was built against, as its imports of the
 /// contract's interfaces (its types, at least) name it.
 fn contract_of(component: &Component, engine: &wasmtime::Engine) -> String {
