@@ -65,12 +65,18 @@ fn default_max_dir_bytes() -> u64 {
 /// Records waiting for the writer; past this, lines are dropped.
 const QUEUE_DEPTH: usize = 8192;
 
+/// Bytes of messages waiting for the writer (they keep their buffers alive); past this, lines
+/// are dropped, so a slow disk cannot make membrane hold on to every message.
+const QUEUE_BYTES: u64 = 64 << 20;
+
 /// How often the writer takes what is queued: waking it for every message would cost the
 /// message path a wake-up and the proxy a context switch each.
 const TICK: Duration = Duration::from_millis(10);
 
-/// Lines a tape holds back for its header before it is written without the handshake.
+/// Lines, and bytes of them, a tape holds back for its header before it is written without
+/// the handshake.
 const MAX_BUFFERED: usize = 32;
+const MAX_BUFFERED_BYTES: usize = 256 << 10;
 
 enum Record {
     Open {
@@ -97,6 +103,8 @@ pub struct RecorderStats {
     pub tapes: AtomicU64,
     pub lines: AtomicU64,
     pub dropped: AtomicU64,
+    /// Bytes of messages queued for the writer now (bounded by [`QUEUE_BYTES`]).
+    queued_bytes: AtomicU64,
 }
 
 pub struct TapeRecorder {
@@ -212,10 +220,20 @@ impl SessionTape {
 
     /// Queues an entry; drops it (counted) if the writer is behind.
     pub fn record(&self, entry: TapeEntry) {
-        self.send(Record::Entry {
+        let size = entry_size(&entry);
+        let queued = &self.stats.queued_bytes;
+        if queued.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTES {
+            queued.fetch_sub(size, Ordering::Relaxed);
+            return self.dropped();
+        }
+        let entry = Record::Entry {
             tape: self.tape,
             entry: Box::new(entry),
-        });
+        };
+        if self.records.try_send(entry).is_err() {
+            queued.fetch_sub(size, Ordering::Relaxed);
+            self.dropped();
+        }
     }
 
     /// What the handshake settled, for the tape's header.
@@ -235,12 +253,25 @@ impl SessionTape {
 
     fn send(&self, record: Record) {
         if self.records.try_send(record).is_err() {
-            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if dropped.is_power_of_two() {
-                tracing::warn!(dropped, "the tape writer is behind: tape lines dropped");
-            }
+            self.dropped();
         }
     }
+
+    fn dropped(&self) {
+        let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(dropped, "the tape writer is behind: tape lines dropped");
+        }
+    }
+}
+
+/// The bytes of messages an entry holds.
+fn entry_size(entry: &TapeEntry) -> u64 {
+    [&entry.message, &entry.delivered, &entry.answer]
+        .into_iter()
+        .flatten()
+        .map(|m| m.raw().len() as u64)
+        .sum()
 }
 
 struct OpenTape {
@@ -306,10 +337,14 @@ impl Writer {
             }
             Record::Entry { tape, entry } => {
                 let line = entry_line(&entry);
+                let size = entry_size(&entry);
+                self.stats.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                drop(entry);
                 match self.open.get_mut(&tape).map(|t| &mut t.waiting) {
                     Some(Some((_, held))) => {
                         held.push(line);
-                        if held.len() >= MAX_BUFFERED {
+                        let held_bytes: usize = held.iter().map(String::len).sum();
+                        if held.len() >= MAX_BUFFERED || held_bytes >= MAX_BUFFERED_BYTES {
                             self.release_header(tape);
                         }
                     }
@@ -543,5 +578,35 @@ mod tests {
         assert_eq!(read.header.protocol_version.as_deref(), Some("2025-11-25"));
         assert_eq!(read.header.server_info, Some(info));
         assert_eq!(read.entries.len(), 1);
+    }
+
+    #[test]
+    fn the_queue_holds_a_bounded_number_of_message_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = recorder(dir.path(), 1.0);
+        let tape = recorder.open(&session()).unwrap();
+        let big = crate::protocol::Message::new(format!(
+            r#"{{"jsonrpc":"2.0","method":"x","params":"{}"}}"#,
+            "y".repeat(1 << 20)
+        ));
+        // Faster than the writer's tick: what is queued past 64 MiB is dropped at once.
+        for _ in 0..100 {
+            tape.record(TapeEntry {
+                t: 0.0,
+                direction: crate::protocol::Direction::ServerToClient,
+                message: Some(big.clone()),
+                verdicts: Vec::new(),
+                delivered: None,
+                answer: None,
+            });
+        }
+        let stats = recorder.stats();
+        let dropped = stats.dropped.load(Ordering::Relaxed);
+        assert!((30..=99).contains(&dropped), "{dropped} of 100 dropped");
+        drop(tape);
+        recorder.flush(Duration::from_secs(10));
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0, "all accounted for");
+        let lines = stats.lines.load(Ordering::Relaxed);
+        assert_eq!(lines - 1 + dropped, 100, "each entry written or dropped (plus the header)");
     }
 }
