@@ -31,7 +31,9 @@ trap 'rm -f "$log"' EXIT
 set +e
 {
   cargo test --no-fail-fast --manifest-path plugins/Cargo.toml --target-dir "$MEMBRANE_PLUGINS_TARGET_DIR"
-  plugins=$?
+  rust_plugins=$?
+  node --test plugins/js/
+  plugins=$((rust_plugins || $?))
   cargo test --no-fail-fast --release
   membrane=$?
   bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

@@ -127,6 +127,59 @@ pub fn python_plugin(name: &str) -> PathBuf {
     built
 }
 
+/// The JavaScript plugin in `plugins/js/<name>` (entry `plugin.js`), built with the pinned
+/// componentize-js (`stateful-interceptor`, no HTTP) once per version of its sources and of
+/// the contract, and kept with the peers.
+pub fn js_plugin(name: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    // One build at a time in this process; other processes build into their own staging file.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let source = repo().join("plugins/js").join(name);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&source)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "js"))
+        .collect();
+    files.sort();
+    files.push(repo().join("wit/interceptor.wit"));
+    let mut hash = Sha256::new();
+    for file in files {
+        hash.update(std::fs::read(file).unwrap());
+    }
+    let hash = format!("{:x}", hash.finalize());
+    let built = peers()
+        .join("js-plugins")
+        .join(format!("{name}-{}.wasm", &hash[..16]));
+    if !built.exists() {
+        let staging = built.with_extension("partial");
+        std::fs::create_dir_all(built.parent().unwrap()).unwrap();
+        let status =
+            std::process::Command::new(peers().join("npm/node_modules/.bin/componentize-js"))
+                .arg(source.join("plugin.js"))
+                .args(["--wit"])
+                .arg(repo().join("wit"))
+                .args([
+                    "--world-name",
+                    "stateful-interceptor",
+                    "--disable",
+                    "http",
+                    "fetch-event",
+                    "-o",
+                ])
+                .arg(&staging)
+                .stdout(Stdio::null())
+                .status()
+                .expect("running componentize-js");
+        assert!(
+            status.success(),
+            "building the JavaScript plugin {name} failed"
+        );
+        std::fs::rename(&staging, &built).unwrap();
+    }
+    built
+}
+
 /// Loads a built plugin with `config`, the given limits and the default grants (log).
 pub async fn load_plugin(
     engine: &std::sync::Arc<membrane::wasm::PluginEngine>,
