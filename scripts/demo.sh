@@ -6,10 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rustup target add wasm32-wasip2
 export MEMBRANE_PEERS_DIR="${MEMBRANE_PEERS_DIR:-$PWD/target/peers}"
 bash tests/peers/setup.sh "$MEMBRANE_PEERS_DIR" >&2
-cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir plugins/target
+bash scripts/build-plugins.sh >/dev/null
 cargo build --release --bin membrane --example demo
 target_dir="${CARGO_TARGET_DIR:-target}"
 "$target_dir/release/examples/demo" \

@@ -25,7 +25,7 @@ export MEMBRANE_PEERS_DIR="${MEMBRANE_PEERS_DIR:-$PWD/target/peers}"
 export MEMBRANE_PLUGINS_TARGET_DIR="${MEMBRANE_PLUGINS_TARGET_DIR:-$PWD/plugins/target}"
 bash tests/peers/setup.sh "$MEMBRANE_PEERS_DIR"
 
-cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir "$MEMBRANE_PLUGINS_TARGET_DIR"
+bash scripts/build-plugins.sh >/dev/null
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e

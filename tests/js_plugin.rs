@@ -7,14 +7,14 @@
 mod common;
 
 use common::http::{Http, membrane_reverse, python_http_server};
-use common::{js_plugin, tool_text, write_config};
+use common::{plugin, tool_text, write_config};
 use serde_json::json;
 
 fn pinning_toml(unlisted: &str) -> String {
     format!(
         "[[plugins]]\npath = {:?}\ngrants = [\"log\", \"session-kv\"]\ntimeout_ms = 2000\n\
          [plugins.config]\nunlisted = {unlisted:?}\n",
-        js_plugin("tool-pinning").display().to_string()
+        plugin("tool-pinning").display().to_string()
     )
 }
 

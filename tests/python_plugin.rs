@@ -8,14 +8,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RawClient, python_plugin, rmcp_server, tool_text, write_config};
+use common::{RawClient, plugin, rmcp_server, tool_text, write_config};
 use serde_json::json;
 
 #[tokio::test]
 async fn a_python_plugin_refuses_a_bad_config_and_answers_in_the_servers_place() {
     let log = common::startup_failure(&format!(
         "[[plugins]]\npath = {:?}\ntimeout_ms = 1000\n[plugins.config]\ntoolz = 1\n",
-        python_plugin("canned_answers").display().to_string()
+        plugin("canned-answers").display().to_string()
     ))
     .await;
     assert!(
@@ -26,7 +26,7 @@ async fn a_python_plugin_refuses_a_bad_config_and_answers_in_the_servers_place()
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "[[plugins]]\nname = \"canned-answers\"\npath = {:?}\ntimeout_ms = 1000\n[plugins.config.tools.echo]\ntext = \"canned!\"\n",
-        python_plugin("canned_answers").display().to_string()
+        plugin("canned-answers").display().to_string()
     );
     let config = write_config(dir.path(), &toml);
     let server = rmcp_server();

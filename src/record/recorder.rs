@@ -605,8 +605,16 @@ mod tests {
         assert!((30..=99).contains(&dropped), "{dropped} of 100 dropped");
         drop(tape);
         recorder.flush(Duration::from_secs(10));
-        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0, "all accounted for");
+        assert_eq!(
+            stats.queued_bytes.load(Ordering::Relaxed),
+            0,
+            "all accounted for"
+        );
         let lines = stats.lines.load(Ordering::Relaxed);
-        assert_eq!(lines - 1 + dropped, 100, "each entry written or dropped (plus the header)");
+        assert_eq!(
+            lines - 1 + dropped,
+            100,
+            "each entry written or dropped (plus the header)"
+        );
     }
 }

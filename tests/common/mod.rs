@@ -58,126 +58,23 @@ pub fn rmcp_server() -> PathBuf {
     server
 }
 
-/// A plugin from `plugins/`, built for wasm32-wasip2 on first use (into
-/// `$MEMBRANE_PLUGINS_TARGET_DIR`, or `plugins/target`).
+/// A shipped plugin, in any language, from `plugins/dist/` (`tool-guard`, `canned-answers`,
+/// `tool-pinning`, ...): `scripts/build-plugins.sh` builds them all on first use, with its
+/// caches (cargo's in `$MEMBRANE_PLUGINS_TARGET_DIR`, or `plugins/target`).
 pub fn plugin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let target = BUILT.get_or_init(|| {
-        let target = std::env::var_os("MEMBRANE_PLUGINS_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("plugins/target"));
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(repo().join("plugins/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("running cargo for the plugins");
-        assert!(status.success(), "building the plugins failed");
-        target
-    });
-    target
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", name.replace('-', "_")))
-}
-
-/// The Python plugin in `plugins/python/<name>`, built with the pinned componentize-py once per
-/// version of its source and of the contract (a build takes half a minute) and kept with the
-/// peers.
-pub fn python_plugin(name: &str) -> PathBuf {
-    use sha2::{Digest, Sha256};
-    let source = repo().join("plugins/python").join(name);
-    let mut hash = Sha256::new();
-    for file in [source.join("app.py"), repo().join("wit/interceptor.wit")] {
-        hash.update(std::fs::read(file).unwrap());
-    }
-    let hash = format!("{:x}", hash.finalize());
-    let built = peers()
-        .join("python-plugins")
-        .join(format!("{name}-{}.wasm", &hash[..16]));
-    if !built.exists() {
-        let staging = built.with_extension("partial");
-        std::fs::create_dir_all(built.parent().unwrap()).unwrap();
-        let status = std::process::Command::new(peers().join("venv/bin/componentize-py"))
-            .current_dir(repo())
-            .args([
-                "--wit-path",
-                "wit",
-                "--world",
-                "interceptor",
-                "componentize",
-                "app",
-            ])
-            .arg("--python-path")
-            .arg(&source)
-            .arg("--output")
-            .arg(&staging)
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = std::process::Command::new("bash")
+            .arg(repo().join("scripts/build-plugins.sh"))
+            .env("MEMBRANE_PEERS_DIR", peers())
             .stdout(Stdio::null())
             .status()
-            .expect("running componentize-py");
-        assert!(status.success(), "building the Python plugin {name} failed");
-        std::fs::rename(&staging, &built).unwrap();
-    }
-    built
-}
-
-/// The JavaScript plugin in `plugins/js/<name>` (entry `plugin.js`), built with the pinned
-/// componentize-js (`stateful-interceptor`, no HTTP) once per version of its sources and of
-/// the contract, and kept with the peers.
-pub fn js_plugin(name: &str) -> PathBuf {
-    use sha2::{Digest, Sha256};
-    // One build at a time in this process; other processes build into their own staging file.
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-    let source = repo().join("plugins/js").join(name);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&source)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "js"))
-        .collect();
-    files.sort();
-    files.push(repo().join("wit/interceptor.wit"));
-    let mut hash = Sha256::new();
-    for file in files {
-        hash.update(std::fs::read(file).unwrap());
-    }
-    let hash = format!("{:x}", hash.finalize());
-    let built = peers()
-        .join("js-plugins")
-        .join(format!("{name}-{}.wasm", &hash[..16]));
-    if !built.exists() {
-        let staging = built.with_extension("partial");
-        std::fs::create_dir_all(built.parent().unwrap()).unwrap();
-        let status =
-            std::process::Command::new(peers().join("npm/node_modules/.bin/componentize-js"))
-                .arg(source.join("plugin.js"))
-                .args(["--wit"])
-                .arg(repo().join("wit"))
-                .args([
-                    "--world-name",
-                    "stateful-interceptor",
-                    "--disable",
-                    "http",
-                    "fetch-event",
-                    "-o",
-                ])
-                .arg(&staging)
-                .stdout(Stdio::null())
-                .status()
-                .expect("running componentize-js");
-        assert!(
-            status.success(),
-            "building the JavaScript plugin {name} failed"
-        );
-        std::fs::rename(&staging, &built).unwrap();
-    }
-    built
+            .expect("running scripts/build-plugins.sh");
+        assert!(status.success(), "building the plugins failed");
+    });
+    repo()
+        .join("plugins/dist")
+        .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 /// Loads a built plugin with `config`, the given limits and the default grants (log).
