@@ -11,7 +11,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use membrane::admin::Admin;
 use membrane::admin::ctl::Ctl;
-use membrane::app::{App, Reloader, plugin_check};
+use membrane::app::plugin_new::Lang;
+use membrane::app::{App, Reloader, plugin_check, plugin_new};
 use membrane::config::{Config, ConfigSource};
 use membrane::proxy::{forward, reverse, shutdown_signal};
 use membrane::record::{Matching, Tape, TapeServer, against, test_policy};
@@ -103,6 +104,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Write a new plugin from a template into DIR/NAME, build it and run its sample test.
+    New {
+        /// The plugin's language.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Its name: lowercase letters, digits and dashes.
+        name: String,
+        /// Where its directory goes.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
     /// Whether this membrane will load a plugin, and why not: its contract, imports and the
     /// grants they need, the filters it declares, and its verdicts on sample messages (exit
     /// status 1 if it will not load).
@@ -243,6 +255,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             };
             Ok(finish(app, code).await)
+        }
+        Command::Plugin(PluginCommand::New { lang, name, dir }) => {
+            let built = plugin_new::create(lang, &name, &dir)?;
+            println!("{}", built.display());
+            eprintln!(
+                "built {} and its sample test passed; next: membrane plugin check {}",
+                built.display(),
+                built.display()
+            );
+            Ok(0)
         }
         Command::Plugin(PluginCommand::Check {
             plugin,

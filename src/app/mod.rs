@@ -4,6 +4,7 @@
 
 mod chain;
 pub mod plugin_check;
+pub mod plugin_new;
 mod reload;
 
 pub use chain::NativeInterceptor;
