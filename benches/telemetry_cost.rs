@@ -15,7 +15,7 @@ mod support;
 
 use std::process::Stdio;
 
-use support::{Peer, echo_request, interleave, report};
+use support::{Peer, config_file, echo_request, forward, interleave, report};
 
 const WARM_UP_ROUNDS: usize = 1_000;
 const ROUNDS: usize = 10_000;
@@ -44,33 +44,16 @@ fn otlp_receiver() -> String {
 fn main() {
     let server = common::rmcp_server().display().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let guard = format!(
-        "[[plugins]]\npath = {:?}\n[plugins.config]\ndeny = [\"delete_*\"]\n",
-        common::plugin("tool-guard").display().to_string()
-    );
+    let guard = common::guard_toml(&["delete_*"]);
     let tracing = format!("[telemetry]\notlp_endpoint = {:?}\n", otlp_receiver());
-    let config = |name: &str, toml: &str| {
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, toml).unwrap();
-        path
-    };
     let configs = [
         ("plain", String::new()),
         ("guard", guard.clone()),
         ("traced", tracing.clone()),
         ("guard-traced", format!("{tracing}{guard}")),
     ]
-    .map(|(name, toml)| config(name, &toml));
-    let membrane = |binary: &str, config: &std::path::Path| {
-        let mut command = vec![
-            binary.to_owned(),
-            "forward".to_owned(),
-            "--config".to_owned(),
-        ];
-        command.push(config.display().to_string());
-        command.extend(["--".to_owned(), server.clone()]);
-        command
-    };
+    .map(|(name, toml)| config_file(dir.path(), name, &toml));
+    let membrane = |binary: &str, config: &std::path::Path| forward(binary, config, &server);
     let this = common::membrane();
     let mut peers = vec![
         Peer::spawn("server alone", std::slice::from_ref(&server), Stdio::null()),

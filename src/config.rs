@@ -39,6 +39,7 @@
 //! sessions = 1.0                # the fraction of new sessions recorded
 //! max_tape_bytes = 67108864     # a tape stops growing here (lines past it are dropped)
 //! max_dir_bytes = 1073741824    # the oldest tapes are removed to stay under this
+//! max_queue_bytes = 67108864    # messages waiting for the tape writer; past it, lines drop
 //! after = "secret-redactor"     # tapes copy messages as this plugin left them, so what it
 //!                               # removes stays off disk; default: as they arrived
 //!

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::http::{Http, membrane_reverse, python_http_server};
+use common::http::{Background, Http, membrane_reverse, python_http_server};
 use common::{plugin, tool_text, write_config};
 use serde_json::json;
 
@@ -16,6 +16,22 @@ fn pinning_toml(unlisted: &str) -> String {
          [plugins.config]\nunlisted = {unlisted:?}\n",
         plugin("tool-pinning").display().to_string()
     )
+}
+
+/// The Python SDK server, and membrane in front of it with tool-pinning (`unlisted`), its
+/// config in the returned directory.
+async fn pinning_membrane(unlisted: &str) -> (Background, tempfile::TempDir, Background, String) {
+    let (server, upstream) = python_http_server(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &pinning_toml(unlisted));
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--upstream",
+        &upstream,
+    ];
+    let (membrane, url) = membrane_reverse(&args).await;
+    (server, dir, membrane, url)
 }
 
 async fn listed(client: &Http, id: i64) -> Vec<String> {
@@ -30,16 +46,7 @@ async fn listed(client: &Http, id: i64) -> Vec<String> {
 
 #[tokio::test]
 async fn tool_pinning_refuses_a_tool_whose_definition_changed() {
-    let (_server, upstream) = python_http_server(&[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &pinning_toml("allow"));
-    let (membrane, url) = membrane_reverse(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--upstream",
-        &upstream,
-    ])
-    .await;
+    let (_server, _dir, membrane, url) = pinning_membrane("allow").await;
 
     let mut client = Http::new(&url);
     client.initialize().await;
@@ -85,16 +92,7 @@ async fn tool_pinning_refuses_a_tool_whose_definition_changed() {
 
 #[tokio::test]
 async fn tool_pinning_can_refuse_tools_never_listed_and_checks_its_config() {
-    let (_server, upstream) = python_http_server(&[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &pinning_toml("block"));
-    let (membrane, url) = membrane_reverse(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--upstream",
-        &upstream,
-    ])
-    .await;
+    let (_server, _dir, membrane, url) = pinning_membrane("block").await;
     let mut client = Http::new(&url);
     client.initialize().await;
     let blind = client.call_tool(1, "echo", json!({"message": "x"})).await;

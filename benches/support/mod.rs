@@ -1,7 +1,9 @@
 //! What the load benchmarks share: [`Peer`], an MCP server process (or membrane in front of
-//! one) spoken to in raw lines, one request at a time, keeping each round trip's duration.
+//! one) spoken to in raw lines, one request at a time, keeping each round trip's duration;
+//! and the command line of `membrane forward` with a config file written for it.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,4 +115,21 @@ pub fn report(peers: &mut [Peer]) {
             peer.percentile(0.99).as_secs_f64() / p99.as_secs_f64(),
         );
     }
+}
+
+/// Writes `toml` as `dir/name.toml` and returns its path.
+#[allow(dead_code)] // for the benchmarks that run membrane with configs
+pub fn config_file(dir: &Path, name: &str, toml: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// `binary forward --config config -- server`.
+#[allow(dead_code)]
+pub fn forward(binary: &str, config: &Path, server: &str) -> Vec<String> {
+    let config = config.display().to_string();
+    [binary, "forward", "--config", &config, "--", server]
+        .map(str::to_owned)
+        .to_vec()
 }

@@ -83,6 +83,15 @@ impl InterceptContext {
     pub fn method(&self) -> Option<&str> {
         self.message.method().or(self.request_method.as_deref())
     }
+
+    /// The tool a `tools/call` request calls (parsed, so only on demand).
+    pub fn tool_name(&self) -> Option<String> {
+        if self.message.method() != Some("tools/call") {
+            return None;
+        }
+        let message = self.message.to_value().ok()?;
+        message["params"]["name"].as_str().map(str::to_owned)
+    }
 }
 
 /// What an interceptor decides for a message.

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::tape::Tape;
+use super::with_id;
 use crate::protocol::{Direction, ErrorCode, Message, MessageKind, error_response, id_key};
 use crate::transport::{Connection, Frame, Listening, OutgoingTransport, TransportError};
 
@@ -147,11 +148,7 @@ async fn await_answer(
                 let asked = message.id().unwrap_or("null");
                 let method = message.method().unwrap_or_default();
                 let answer = match client_answers.get(method) {
-                    Some(recorded) => {
-                        let mut answer = recorded.clone();
-                        answer["id"] = serde_json::from_str(asked).unwrap_or(Value::Null);
-                        Message::from_value(&answer)
-                    }
+                    Some(recorded) => with_id(recorded, asked),
                     None => error_response(
                         Some(asked),
                         ErrorCode::MethodNotFound,

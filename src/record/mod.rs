@@ -11,6 +11,17 @@ mod replay;
 pub mod tape;
 pub mod test_policy;
 
+use serde_json::Value;
+
+use crate::protocol::Message;
+
+/// A recorded answer (or request) given the id `id` (JSON text) in place of its own.
+fn with_id(recorded: &Value, id: &str) -> Message {
+    let mut message = recorded.clone();
+    message["id"] = serde_json::from_str(id).unwrap_or(Value::Null);
+    Message::from_value(&message)
+}
+
 pub use recorder::{RecordConfig, RecorderStats, SessionTape, TapeRecorder};
 pub use replay::{Matching, TapeServer};
 pub use tape::{Tape, TapeEntry, TapeError, TapeHeader, TapePlugin};

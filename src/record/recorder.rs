@@ -33,6 +33,10 @@ pub struct RecordConfig {
     pub max_tape_bytes: u64,
     #[serde(default = "default_max_dir_bytes")]
     pub max_dir_bytes: u64,
+    /// Bytes of messages waiting for the writer (they keep their buffers alive); past this,
+    /// lines are dropped, so a slow disk cannot make membrane hold on to every message.
+    #[serde(default = "default_max_queue_bytes")]
+    pub max_queue_bytes: u64,
     /// The plugin after which tapes copy messages; before the whole chain when unset.
     pub after: Option<String>,
 }
@@ -45,6 +49,7 @@ impl RecordConfig {
             sessions: all_sessions(),
             max_tape_bytes: default_max_tape_bytes(),
             max_dir_bytes: default_max_dir_bytes(),
+            max_queue_bytes: default_max_queue_bytes(),
             after: None,
         }
     }
@@ -58,16 +63,16 @@ fn default_max_tape_bytes() -> u64 {
     64 << 20
 }
 
+fn default_max_queue_bytes() -> u64 {
+    64 << 20
+}
+
 fn default_max_dir_bytes() -> u64 {
     1 << 30
 }
 
 /// Records waiting for the writer; past this, lines are dropped.
 const QUEUE_DEPTH: usize = 8192;
-
-/// Bytes of messages waiting for the writer (they keep their buffers alive); past this, lines
-/// are dropped, so a slow disk cannot make membrane hold on to every message.
-const QUEUE_BYTES: u64 = 64 << 20;
 
 /// How often the writer takes what is queued: waking it for every message would cost the
 /// message path a wake-up and the proxy a context switch each.
@@ -103,7 +108,7 @@ pub struct RecorderStats {
     pub tapes: AtomicU64,
     pub lines: AtomicU64,
     pub dropped: AtomicU64,
-    /// Bytes of messages queued for the writer now (bounded by [`QUEUE_BYTES`]).
+    /// Bytes of messages queued for the writer now (bounded by `max_queue_bytes`).
     queued_bytes: AtomicU64,
 }
 
@@ -112,6 +117,7 @@ pub struct TapeRecorder {
     fraction: f64,
     plugins: ArcSwap<Vec<TapePlugin>>,
     stats: Arc<RecorderStats>,
+    max_queue_bytes: u64,
     next_tape: AtomicU64,
 }
 
@@ -121,6 +127,7 @@ pub struct SessionTape {
     opened: Instant,
     records: flume::Sender<Record>,
     stats: Arc<RecorderStats>,
+    max_queue_bytes: u64,
     _alive: Arc<()>,
 }
 
@@ -146,6 +153,7 @@ impl TapeRecorder {
             fraction: section.sessions.clamp(0.0, 1.0),
             plugins: ArcSwap::default(),
             stats,
+            max_queue_bytes: section.max_queue_bytes,
             next_tape: AtomicU64::new(1),
         })
     }
@@ -191,6 +199,7 @@ impl TapeRecorder {
             opened: Instant::now(),
             records: self.records.clone(),
             stats: self.stats.clone(),
+            max_queue_bytes: self.max_queue_bytes,
             _alive: alive,
         })
     }
@@ -222,7 +231,7 @@ impl SessionTape {
     pub fn record(&self, entry: TapeEntry) {
         let size = entry_size(&entry);
         let queued = &self.stats.queued_bytes;
-        if queued.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTES {
+        if queued.fetch_add(size, Ordering::Relaxed) + size > self.max_queue_bytes {
             queued.fetch_sub(size, Ordering::Relaxed);
             return self.dropped();
         }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::tape::Tape;
+use super::with_id;
 use crate::protocol::{
     Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response, id_key,
 };
@@ -265,9 +266,7 @@ impl Replay {
         self.used[index] = true;
         self.send_all(&exchange.before).await;
         if let Some(answer) = &exchange.answer {
-            let mut answer = answer.clone();
-            answer["id"] = serde_json::from_str(id).unwrap_or(Value::Null);
-            self.send(Message::from_value(&answer)).await;
+            self.send(with_id(answer, id)).await;
         }
         self.send_all(&exchange.after).await;
     }

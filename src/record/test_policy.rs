@@ -142,7 +142,7 @@ pub async fn run(
                 entry: index + 1,
                 direction: entry.direction,
                 method: ctx.method().map(str::to_owned),
-                tool: tool_name(&ctx),
+                tool: ctx.tool_name(),
                 recorded: then.to_owned(),
                 now: if modified_otherwise {
                     "modify (otherwise)".into()
@@ -155,14 +155,6 @@ pub async fn run(
         sessions.close(&session);
     }
     report
-}
-
-fn tool_name(ctx: &InterceptContext) -> Option<String> {
-    if ctx.method() != Some("tools/call") || ctx.message.kind() != Some(MessageKind::Request) {
-        return None;
-    }
-    let value = ctx.message.to_value().ok()?;
-    value["params"]["name"].as_str().map(str::to_owned)
 }
 
 impl std::fmt::Display for PolicyReport {

@@ -59,7 +59,7 @@ impl Audit {
         reason: Option<&str>,
         enforced: bool,
     ) {
-        let (tool, _) = tool_call(ctx);
+        let tool = ctx.tool_name();
         self.record(
             "verdict",
             json!({
@@ -75,21 +75,6 @@ impl Audit {
             }),
         );
     }
-}
-
-/// The tool name and arguments of a `tools/call`.
-fn tool_call(ctx: &InterceptContext) -> (Option<String>, Option<Value>) {
-    if ctx.message.method() != Some("tools/call") {
-        return (None, None);
-    }
-    let Ok(message) = ctx.message.to_value() else {
-        return (None, None);
-    };
-    let params = &message["params"];
-    (
-        params["name"].as_str().map(str::to_owned),
-        params.get("arguments").cloned(),
-    )
 }
 
 #[cfg(test)]
