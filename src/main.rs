@@ -204,7 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let app = start(common.source(false)).await?;
             let outgoing = upstream.transport(&app)?;
             let mut incoming = StdioIncoming::new(app.config.max_message_size);
-            let code = forward::run(app.pipeline.clone(), &mut incoming, outgoing.as_ref()).await?;
+            let code = forward::run(app.pipeline.clone(), &mut incoming, outgoing).await?;
             Ok(finish(app, code).await)
         }
         Command::Reverse {
@@ -251,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 None => {
                     let mut incoming = StdioIncoming::new(app.config.max_message_size);
-                    forward::run(app.pipeline.clone(), &mut incoming, outgoing.as_ref()).await?
+                    forward::run(app.pipeline.clone(), &mut incoming, outgoing).await?
                 }
             };
             Ok(finish(app, code).await)

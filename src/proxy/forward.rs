@@ -13,7 +13,7 @@ use crate::transport::{IncomingTransport, OutgoingTransport};
 pub async fn run(
     pipeline: Arc<Pipeline>,
     incoming: &mut dyn IncomingTransport,
-    upstream: &dyn OutgoingTransport,
+    upstream: Arc<dyn OutgoingTransport>,
 ) -> Result<i32, ProxyError> {
     let Some(client) = incoming.accept().await? else {
         return Ok(0);

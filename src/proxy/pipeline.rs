@@ -9,8 +9,10 @@
 //! could otherwise slip past interceptors that look at answers by their request's method.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 
 use crate::auth::Principal;
 
@@ -30,7 +32,7 @@ use crate::session::{
     LiveSession, Session, SessionError, SessionId, SessionManager, SessionStatus, Verdict,
 };
 use crate::telemetry::{Audit, Metrics, PluginTracer, RequestInfo, RequestTrace, Tracing};
-use crate::transport::{Frame, Outbox, TransportType};
+use crate::transport::{Frame, Outbox, Sending, TransportType};
 
 /// The shared machinery every session's messages pass through.
 pub struct Pipeline {
@@ -81,8 +83,10 @@ impl Pipeline {
 
 /// What tracking decided for a message.
 enum Tracked {
-    /// On it goes; for an answer, with the method of the request it answers.
-    Go(Option<String>),
+    /// On it goes; for an answer, with the method of the request it answers, and for the
+    /// handshake's two messages, the session status they bring once their protocol version
+    /// is noted.
+    Go(Option<String>, Option<SessionStatus>),
     /// A request refused (the session's bound on requests awaiting answers).
     Refused(SessionError),
     /// An answer no request awaits.
@@ -217,6 +221,33 @@ impl SessionContext {
     }
 }
 
+/// What is left of handling a message once its synchronous part is done: nothing, a wait for
+/// room in the peer's queue, or the rest (an interceptor's work, an error to send) on the heap,
+/// where it lives only while it runs, so the tasks that await it stay small while idle.
+pub enum Rest<'a> {
+    Done,
+    Sending(Sending<'a>),
+    Boxed(futures::future::BoxFuture<'a, ()>),
+}
+
+impl<'a> Rest<'a> {
+    fn boxed(rest: impl Future<Output = ()> + Send + 'a) -> Self {
+        Rest::Boxed(Box::pin(rest))
+    }
+}
+
+impl Future for Rest<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match self.get_mut() {
+            Rest::Done => Poll::Ready(()),
+            Rest::Sending(sending) => Pin::new(sending).poll(cx).map(drop),
+            Rest::Boxed(rest) => rest.as_mut().poll(cx),
+        }
+    }
+}
+
 /// One direction of a session: where its messages go, and where answers to their sender go.
 #[derive(Clone)]
 pub struct Lane {
@@ -226,48 +257,64 @@ pub struct Lane {
 }
 
 impl Pipeline {
-    /// Handles one frame that arrived on `lane`.
-    pub async fn process(
-        self: &Arc<Self>,
-        session: &Arc<SessionContext>,
-        lane: &Lane,
+    /// Handles one frame that arrived on `lane`: all of it at once when it is forwarded as it
+    /// came, and what is left (a full queue's wait, an interceptor's work) in the future it
+    /// returns.
+    pub fn process<'a>(
+        self: &'a Arc<Self>,
+        session: &'a Arc<SessionContext>,
+        lane: &'a Lane,
         frame: Frame,
-    ) {
+    ) -> Rest<'a> {
         let frame_id = session.frames.fetch_add(1, Ordering::Relaxed) + 1;
         session.live.count_message(lane.direction);
-        match frame {
-            Frame::Message(message) => match message.validate() {
-                // Boxed, as every path beyond the plain forward: see `route`.
-                Ok(MessageKind::Batch) => {
-                    Box::pin(self.process_batch(session, lane, message, frame_id)).await
-                }
-                Ok(kind) => match self.track(session, lane.direction, &message, kind).await {
-                    Tracked::Go(request_method) => {
-                        self.route(session, lane, message, kind, request_method, frame_id)
-                            .await
-                    }
-                    Tracked::Refused(reason) => self.refuse(lane, &message, &reason).await,
-                    Tracked::Unmatched => self.drop_unmatched(session, lane, &message),
-                },
-                Err(e) => self.reject_invalid(lane, &e.to_string(), e.code()).await,
-            },
+        let message = match frame {
+            Frame::Message(message) => message,
             Frame::Oversized { len, id, request } => {
-                self.reject_oversized(session, lane, len, id, request).await
+                return Rest::boxed(self.reject_oversized(session, lane, len, id, request));
+            }
+        };
+        let kind = match message.validate() {
+            Ok(MessageKind::Batch) => {
+                return Rest::boxed(self.process_batch(session, lane, message, frame_id));
+            }
+            Ok(kind) => kind,
+            Err(e) => {
+                return Rest::boxed(async move {
+                    self.reject_invalid(lane, &e.to_string(), e.code()).await
+                });
+            }
+        };
+        match self.track(session, lane.direction, &message, kind) {
+            Tracked::Go(request_method, None) => {
+                self.route(session, lane, message, kind, request_method, frame_id)
+            }
+            Tracked::Go(request_method, Some(status)) => Rest::boxed(async move {
+                self.note_protocol_version(session, &message, status).await;
+                self.route(session, lane, message, kind, request_method, frame_id)
+                    .await
+            }),
+            Tracked::Refused(reason) => {
+                Rest::boxed(async move { self.refuse(lane, &message, &reason).await })
+            }
+            Tracked::Unmatched => {
+                self.drop_unmatched(session, lane, &message);
+                Rest::Done
             }
         }
     }
 
     /// Forwards a tracked message untouched when no interceptor wants it; otherwise runs the
     /// chain and enacts its outcome.
-    async fn route(
-        self: &Arc<Self>,
-        session: &Arc<SessionContext>,
-        lane: &Lane,
+    fn route<'a>(
+        self: &'a Arc<Self>,
+        session: &'a Arc<SessionContext>,
+        lane: &'a Lane,
         message: Message,
         kind: MessageKind,
         request_method: Option<String>,
         frame_id: u64,
-    ) {
+    ) -> Rest<'a> {
         let method = message.method().or(request_method.as_deref());
         self.metrics.message(lane.direction, kind, method);
         let recorded = session.tape.is_some().then(|| message.clone());
@@ -290,18 +337,15 @@ impl Pipeline {
             if let Some(recorded) = recorded {
                 session.record_passed(lane.direction, &recorded);
             }
-            lane.forward.send(message).await;
-            return;
+            return Rest::Sending(lane.forward.send(message));
         }
         let chain = Guard::into_inner(chain);
-        // Boxed: the chain's state lives only while a message is in it, so an idle session's
-        // tasks stay small.
         let mut ctx = session.context(lane.direction, message, request_method, frame_id);
         ctx.trace = trace;
         if recorded.is_some() {
             ctx.record = Some(Box::default());
         }
-        Box::pin(self.intercept(session, lane, chain, ctx)).await;
+        Rest::boxed(self.intercept(session, lane, chain, ctx))
     }
 
     /// Runs the chain on a message and enacts its outcome.
@@ -505,7 +549,7 @@ impl Pipeline {
 
     /// Correlates requests and answers (and cancellations), follows the protocol version
     /// through `initialize`, and marks the session active.
-    async fn track(
+    fn track(
         &self,
         session: &SessionContext,
         direction: Direction,
@@ -518,12 +562,12 @@ impl Pipeline {
             }
             // Requests and answers touch the session as they are tracked; this does for the rest.
             session.live.touch();
-            return Tracked::Go(None);
+            return Tracked::Go(None, None);
         }
         let Some(id) = message.id() else {
             // An error about a message that had no readable id: nothing to match, nothing
             // a method-scoped interceptor could be asked about.
-            return Tracked::Go(None);
+            return Tracked::Go(None, None);
         };
         match kind {
             MessageKind::Request => {
@@ -531,11 +575,8 @@ impl Pipeline {
                 if let Err(refused) = session.live.record_request(direction, id, method) {
                     return Tracked::Refused(refused);
                 }
-                if method == INITIALIZE && direction == Direction::ClientToServer {
-                    let status = SessionStatus::Initializing;
-                    Box::pin(self.note_protocol_version(session, message, "params", status)).await;
-                }
-                Tracked::Go(None)
+                let handshake = method == INITIALIZE && direction == Direction::ClientToServer;
+                Tracked::Go(None, handshake.then_some(SessionStatus::Initializing))
             }
             MessageKind::Response | MessageKind::Error => {
                 let Some(request) = session.live.resolve_request(direction.reverse(), id) else {
@@ -549,13 +590,13 @@ impl Pipeline {
                         session.answered(id, message);
                     }
                 }
-                if request.method == INITIALIZE && kind == MessageKind::Response {
-                    let status = SessionStatus::Active;
-                    Box::pin(self.note_protocol_version(session, message, "result", status)).await;
-                }
-                Tracked::Go(Some(request.method))
+                let handshake = request.method == INITIALIZE && kind == MessageKind::Response;
+                Tracked::Go(
+                    Some(request.method),
+                    handshake.then_some(SessionStatus::Active),
+                )
             }
-            _ => Tracked::Go(None),
+            _ => Tracked::Go(None, None),
         }
     }
 
@@ -586,13 +627,18 @@ impl Pipeline {
         }
     }
 
+    /// Notes the protocol version of the handshake's request (proposed, `Initializing`) or
+    /// answer (agreed, `Active`), and with the answer, writes the session's record.
     async fn note_protocol_version(
         &self,
         session: &SessionContext,
         message: &Message,
-        field: &str,
         status: SessionStatus,
     ) {
+        let field = match status {
+            SessionStatus::Initializing => "params",
+            _ => "result",
+        };
         let Ok(value) = message.to_value() else {
             return;
         };
@@ -674,8 +720,13 @@ impl Pipeline {
                     self.reject_invalid(lane, "nested batch", ErrorCode::InvalidRequest)
                         .await
                 }
-                Ok(kind) => match self.track(session, lane.direction, &element, kind).await {
-                    Tracked::Go(request_method) => tracked.push((element, kind, request_method)),
+                Ok(kind) => match self.track(session, lane.direction, &element, kind) {
+                    Tracked::Go(request_method, handshake) => {
+                        if let Some(status) = handshake {
+                            self.note_protocol_version(session, &element, status).await;
+                        }
+                        tracked.push((element, kind, request_method))
+                    }
                     Tracked::Refused(reason) => {
                         all_valid = false;
                         self.refuse(lane, &element, &reason).await

@@ -38,9 +38,9 @@ pub async fn run(
         let Ok(Some(connection)) = connection else {
             break;
         };
-        let (pipeline, upstream) = (pipeline.clone(), upstream.clone());
+        let session = pipeline.open_session(connection, upstream.clone());
         sessions.spawn(async move {
-            if let Err(e) = pipeline.open_session(connection, upstream.as_ref()).await {
+            if let Err(e) = session.await {
                 tracing::warn!("session failed: {e}");
             }
         });

@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Lane, Pipeline, SessionContext};
 use crate::protocol::{Direction, ErrorCode, error_response};
-use crate::session::{Session, SessionError};
+use crate::session::{LiveSession, Session, SessionError, SessionId};
 use crate::telemetry as metrics;
 use crate::transport::{
-    Admission, Closed, Connection, Inbound, OutgoingTransport, TransportError, TransportType,
+    Admission, Closed, Connection, ConnectionCloser, Inbound, Outbox, OutgoingTransport,
+    TransportError, TransportType,
 };
 
 /// Why a session could not be opened or served.
@@ -51,15 +52,60 @@ enum Ending {
     SessionClosed,
 }
 
+/// A session being served: its two pumps running, and what ending it takes.
+struct Serving {
+    session: SessionId,
+    client_transport: TransportType,
+    live: Arc<LiveSession>,
+    context: Arc<SessionContext>,
+    client: Ends,
+    upstream: Ends,
+    from_client: Pump,
+    from_upstream: Pump,
+}
+
+/// What is left of a side's [`Connection`] once its pump reads its frames.
+struct Ends {
+    transport_type: TransportType,
+    outbox: Outbox,
+    closer: Box<dyn ConnectionCloser>,
+}
+
+/// The task feeding one side's frames into the pipeline, and the way to stop it.
+struct Pump {
+    task: JoinHandle<()>,
+    stop: CancellationToken,
+}
+
 impl Pipeline {
     /// Opens a session for `client` with a connection to `upstream` of its own (for a stateless
     /// exchange, one made for it; for a session revived from the store, the upstream session it
     /// had), tells the client side whether it was admitted, and serves the session to its end.
-    pub async fn open_session(
+    pub fn open_session(
+        self: &Arc<Self>,
+        client: Connection,
+        upstream: Arc<dyn OutgoingTransport>,
+    ) -> impl Future<Output = Result<SessionEnd, ProxyError>> + Send + 'static {
+        // Boxed, as is winding down: each takes more state than serving, and a session serves
+        // far longer.
+        let pipeline = self.clone();
+        let admitting = Box::pin(async move { pipeline.admit(client, &*upstream).await });
+        let pipeline = self.clone();
+        async move {
+            let mut serving = admitting.await?;
+            let ending = serving.wait().await;
+            let ended = Box::pin(pipeline.wind_down(serving, ending));
+            Ok(ended.await?)
+        }
+    }
+
+    /// Creates the session (or revives it), connects its upstream side, tells the client side,
+    /// and starts serving it.
+    async fn admit(
         self: &Arc<Self>,
         mut client: Connection,
         upstream: &dyn OutgoingTransport,
-    ) -> Result<SessionEnd, ProxyError> {
+    ) -> Result<Serving, ProxyError> {
         let opening = &mut client.opening;
         let principal = opening.principal.clone();
         let revived = opening.resume.is_some();
@@ -116,23 +162,21 @@ impl Pipeline {
         client
             .opening
             .answer(Admission::Admitted(session.id.clone()));
-        Ok(self.serve_session(session, client, upstream).await?)
+        Ok(self.serve(session, client, upstream))
     }
 
-    /// Relays between `client` and `upstream` for `session` (just created, see
-    /// [`SessionManager::create`](crate::session::SessionManager::create)) until one side ends or
-    /// the session is closed; then removes the session.
-    async fn serve_session(
+    /// Starts relaying between `client` and `upstream` for `session` (just created, see
+    /// [`SessionManager::create`](crate::session::SessionManager::create)).
+    fn serve(
         self: &Arc<Self>,
         session: Session,
         client: Connection,
         upstream: Connection,
-    ) -> Result<SessionEnd, SessionError> {
+    ) -> Serving {
         let live = self
             .sessions
             .live(&session.id)
             .expect("a session just created is live");
-        let closed = live.closed().clone();
         let mut context =
             SessionContext::new(&session, live.clone(), upstream.peer_session_id.clone());
         context.tape = self
@@ -141,8 +185,8 @@ impl Pipeline {
             .and_then(|recorder| recorder.open(&session));
         let context = Arc::new(context);
         tracing::info!(session = %session.id.redacted(), "session started");
-        let metrics = &self.metrics;
-        metrics.session_opened(session.client_transport, session.upstream_transport);
+        self.metrics
+            .session_opened(session.client_transport, session.upstream_transport);
 
         let to_server = Lane {
             direction: Direction::ClientToServer,
@@ -154,27 +198,42 @@ impl Pipeline {
             forward: client.outbox.clone(),
             reply: upstream.outbox.clone(),
         };
-        let (client_stop, upstream_stop) = (CancellationToken::new(), CancellationToken::new());
-        let mut from_client = tokio::spawn(self.clone().pump(
-            context.clone(),
-            to_server,
-            client.inbound,
-            client_stop.clone(),
-        ));
-        let mut from_upstream = tokio::spawn(self.clone().pump(
-            context.clone(),
-            to_client,
-            upstream.inbound,
-            upstream_stop.clone(),
-        ));
+        Serving {
+            from_client: self.pump(&context, to_server, client.inbound),
+            from_upstream: self.pump(&context, to_client, upstream.inbound),
+            session: session.id,
+            client_transport: session.client_transport,
+            live,
+            context,
+            client: Ends {
+                transport_type: client.transport_type,
+                outbox: client.outbox,
+                closer: client.closer,
+            },
+            upstream: Ends {
+                transport_type: upstream.transport_type,
+                outbox: upstream.outbox,
+                closer: upstream.closer,
+            },
+        }
+    }
 
-        let ending = tokio::select! {
-            _ = &mut from_client => Ending::ClientLeft,
-            _ = &mut from_upstream => Ending::UpstreamLeft,
-            _ = closed.cancelled() => Ending::SessionClosed,
-        };
-        // Boxed: winding down takes more state than serving, and a session serves far longer.
-        Box::pin(async move {
+    /// Ends a session in order after `ending`, then removes it.
+    async fn wind_down(
+        self: &Arc<Self>,
+        serving: Serving,
+        ending: Ending,
+    ) -> Result<SessionEnd, SessionError> {
+        let Serving {
+            session,
+            client_transport,
+            live,
+            context,
+            client,
+            upstream,
+            from_client,
+            from_upstream,
+        } = serving;
         // From here on, held messages are blocked rather than delivered.
         context.ending.cancel();
         // Closed for a restart, a session that can be revived stays in the store and upstream.
@@ -185,26 +244,26 @@ impl Pipeline {
             Ending::ClientLeft => {
                 // Closing the server's stdin asks it to exit; relay its last words meanwhile.
                 let closed = upstream.closer.close(SHUTDOWN_GRACE).await;
-                finish(from_upstream, upstream_stop, SHUTDOWN_GRACE).await;
+                from_upstream.finish(SHUTDOWN_GRACE).await;
                 closed
             }
             Ending::UpstreamLeft => {
-                finish(from_client, client_stop, Duration::ZERO).await;
+                from_client.finish(Duration::ZERO).await;
                 upstream.closer.close(SHUTDOWN_GRACE).await
             }
             Ending::SessionClosed => {
-                finish(from_client, client_stop, Duration::ZERO).await;
+                from_client.finish(Duration::ZERO).await;
                 let closed = if keep {
                     upstream.closer.detach(SHUTDOWN_GRACE).await
                 } else {
                     upstream.closer.close(SHUTDOWN_GRACE).await
                 };
-                finish(from_upstream, upstream_stop, SHUTDOWN_GRACE).await;
+                from_upstream.finish(SHUTDOWN_GRACE).await;
                 closed
             }
         };
         // Held messages settle (each request answered once) before what is pending is failed.
-        self.pauses.release_session(&session.id);
+        self.pauses.release_session(&session);
         context.held.close();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, context.held.wait()).await;
 
@@ -226,49 +285,64 @@ impl Pipeline {
             Ending::UpstreamLeft => metrics::Ending::UpstreamLeft,
             Ending::SessionClosed => metrics::Ending::Closed,
         };
-        self.metrics.session_closed(session.client_transport, ended);
-        self.sessions.remove(&session.id, keep).await?;
-        tracing::info!(session = %session.id.redacted(), upstream = %upstream_closed.description, "session ended");
+        self.metrics.session_closed(client_transport, ended);
+        self.sessions.remove(&session, keep).await?;
+        tracing::info!(session = %session.redacted(), upstream = %upstream_closed.description, "session ended");
         Ok(SessionEnd {
             upstream: upstream_closed,
             upstream_first: matches!(ending, Ending::UpstreamLeft),
         })
-        })
-        .await
     }
 
-    /// Feeds frames from one side into the pipeline until that side ends or `stop` fires; a
-    /// frame already read is always carried through.
-    async fn pump(
-        self: Arc<Self>,
-        session: Arc<SessionContext>,
+    /// Starts feeding frames from one side into the pipeline until that side ends or the pump
+    /// is stopped; a frame already read is always carried through.
+    fn pump(
+        self: &Arc<Self>,
+        session: &Arc<SessionContext>,
         lane: Lane,
         mut inbound: Inbound,
-        stop: CancellationToken,
-    ) {
-        loop {
-            let frame = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                frame = inbound.next() => frame,
-            };
-            let Some(frame) = frame else { break };
-            self.process(&session, &lane, frame).await;
+    ) -> Pump {
+        let stop = CancellationToken::new();
+        let (pipeline, session, stopped) = (self.clone(), session.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let frame = tokio::select! {
+                    biased;
+                    _ = stopped.cancelled() => break,
+                    frame = inbound.next() => frame,
+                };
+                let Some(frame) = frame else { break };
+                pipeline.process(&session, &lane, frame).await;
+            }
+        });
+        Pump { task, stop }
+    }
+}
+
+impl Serving {
+    /// Waits for the session to end: a side leaving, or the session closed.
+    async fn wait(&mut self) -> Ending {
+        tokio::select! {
+            _ = &mut self.from_client.task => Ending::ClientLeft,
+            _ = &mut self.from_upstream.task => Ending::UpstreamLeft,
+            _ = self.live.closed().cancelled() => Ending::SessionClosed,
         }
     }
 }
 
-/// Lets a pump end on its own for `patience`, then stops it between frames, and as a last
-/// resort (a peer that no longer reads) aborts it.
-async fn finish(mut pump: JoinHandle<()>, stop: CancellationToken, patience: Duration) {
-    if tokio::time::timeout(patience, &mut pump).await.is_ok() {
-        return;
-    }
-    stop.cancel();
-    if tokio::time::timeout(SHUTDOWN_GRACE, &mut pump)
-        .await
-        .is_err()
-    {
-        pump.abort();
+impl Pump {
+    /// Lets the pump end on its own for `patience`, then stops it between frames, and as a
+    /// last resort (a peer that no longer reads) aborts it.
+    async fn finish(mut self, patience: Duration) {
+        if tokio::time::timeout(patience, &mut self.task).await.is_ok() {
+            return;
+        }
+        self.stop.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
     }
 }

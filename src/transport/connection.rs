@@ -46,10 +46,35 @@ pub type Inbound = Pin<Box<dyn Stream<Item = Frame> + Send>>;
 pub struct Outbox(flume::Sender<Message>);
 
 impl Outbox {
-    /// Queues a message; waits while the peer is slow to read (back-pressure). Returns `false`
-    /// when the connection is closed and the message was not queued.
-    pub async fn send(&self, message: Message) -> bool {
-        self.0.send_async(message).await.is_ok()
+    /// Queues a message; waits while the peer is slow to read (back-pressure). Resolves to
+    /// `false` when the connection is closed and the message was not queued.
+    pub fn send(&self, message: Message) -> Sending<'_> {
+        match self.0.try_send(message) {
+            Ok(()) => Sending::Done(true),
+            Err(flume::TrySendError::Disconnected(_)) => Sending::Done(false),
+            Err(flume::TrySendError::Full(message)) => {
+                Sending::Waiting(Box::pin(self.0.send_async(message)))
+            }
+        }
+    }
+}
+
+/// A message on its way into an [`Outbox`]. One that fits is queued at once, so this is a flag
+/// that adds nothing to the state of whoever awaits it (an idle session's tasks stay small);
+/// only a full queue's wait is kept, on the heap.
+pub enum Sending<'a> {
+    Done(bool),
+    Waiting(Pin<Box<flume::r#async::SendFut<'a, Message>>>),
+}
+
+impl Future for Sending<'_> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        match self.get_mut() {
+            Sending::Done(sent) => std::task::Poll::Ready(*sent),
+            Sending::Waiting(wait) => wait.as_mut().poll(cx).map(|sent| sent.is_ok()),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 pub use connection::{
     Admission, AnswerModes, Closed, Connection, ConnectionCloser, Frame, Inbound, Listening,
-    ListeningHeld, Opening, Outbox,
+    ListeningHeld, Opening, Outbox, Sending,
 };
 pub(crate) use connection::{drain_until, receiver_stream};
 pub use framing::{DEFAULT_MAX_MESSAGE_SIZE, NewlineCodec};

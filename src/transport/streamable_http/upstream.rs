@@ -227,6 +227,16 @@ struct UpstreamSession {
     tasks: TaskTracker,
 }
 
+/// How a GET stream ended.
+enum Listened {
+    /// For good: the session ended, or the server has no such stream.
+    Over,
+    /// The client side let go of its stream: a new one is opened when it holds one again.
+    Released,
+    /// The stream ended or could not be opened; `healthy` when it had lasted a while.
+    Ended { healthy: bool },
+}
+
 /// What a POST was for, as far as its response is concerned.
 struct Sent {
     /// The request's id, when the message was a request.
@@ -551,10 +561,6 @@ impl UpstreamSession {
     /// holds a stream for it, reconnecting (and resuming) when it ends, backing off while it
     /// keeps failing; gives up when the server has none (405).
     async fn listen(self: Arc<Self>) {
-        let none = Sent {
-            request_id: None,
-            initialize: false,
-        };
         let mut listening = self.listening.clone();
         let mut position = StreamPosition::default();
         let mut delays = backoff(position.retry);
@@ -567,53 +573,80 @@ impl UpstreamSession {
                 }
                 _ = self.ended.cancelled() => return,
             }
-            let get = match position.last_event_id.clone() {
-                Some(last) => self.resume_request(&last),
-                None => self.request(self.http.client.get(self.http.url.clone())),
-            };
-            let get = get.header(header::ACCEPT, "text/event-stream");
-            let began = Instant::now();
-            let mut released = listening.clone();
-            let released = released.wait_for(|holders| *holders == 0);
-            tokio::pin!(released);
-            let response = tokio::select! {
-                response = get.send() => response,
-                _ = self.ended.cancelled() => return,
-                _ = &mut released => continue,
-            };
-            match response {
-                Ok(response) if response.status() == StatusCode::METHOD_NOT_ALLOWED => return,
-                Ok(response)
-                    if response.status() == StatusCode::NOT_FOUND
-                        && self.session_id.get().is_some() =>
-                {
-                    return self.lose("the upstream server ended the session (HTTP 404)");
-                }
-                Ok(response)
-                    if response.status().is_success()
-                        && content_type_is(response.headers(), "text/event-stream") =>
-                {
-                    tokio::select! {
-                        _ = self.relay(response, &none, &mut position) => {}
-                        // The client let go of its stream: so does membrane, until it is back.
-                        _ = &mut released => continue,
+            // Boxed: a stream's state lives only while the client holds one, so the listener
+            // of an idle session stays small.
+            match Box::pin(self.stream_while_held(&listening, &mut position)).await {
+                Listened::Over => return,
+                Listened::Released => continue,
+                Listened::Ended { healthy } => {
+                    if healthy {
+                        delays = backoff(position.retry);
                     }
                 }
-                Ok(response) => {
-                    tracing::debug!(status = %response.status(), "upstream refused the GET stream");
-                }
-                Err(e) => {
-                    tracing::debug!(error = %error_chain(&e), "upstream GET stream failed");
-                }
-            }
-            if began.elapsed() >= HEALTHY_STREAM {
-                delays = backoff(position.retry);
             }
             let delay = delays.next().unwrap_or(MAX_RETRY).max(position.retry);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.ended.cancelled() => return,
             }
+        }
+    }
+
+    /// One GET stream, relayed until it ends, the client side lets go of its own stream, or
+    /// the session ends.
+    async fn stream_while_held(
+        &self,
+        listening: &watch::Receiver<usize>,
+        position: &mut StreamPosition,
+    ) -> Listened {
+        let none = Sent {
+            request_id: None,
+            initialize: false,
+        };
+        let get = match position.last_event_id.clone() {
+            Some(last) => self.resume_request(&last),
+            None => self.request(self.http.client.get(self.http.url.clone())),
+        };
+        let get = get.header(header::ACCEPT, "text/event-stream");
+        let began = Instant::now();
+        let mut released = listening.clone();
+        let released = released.wait_for(|holders| *holders == 0);
+        tokio::pin!(released);
+        let response = tokio::select! {
+            response = get.send() => response,
+            _ = self.ended.cancelled() => return Listened::Over,
+            _ = &mut released => return Listened::Released,
+        };
+        match response {
+            Ok(response) if response.status() == StatusCode::METHOD_NOT_ALLOWED => {
+                return Listened::Over;
+            }
+            Ok(response)
+                if response.status() == StatusCode::NOT_FOUND
+                    && self.session_id.get().is_some() =>
+            {
+                self.lose("the upstream server ended the session (HTTP 404)");
+                return Listened::Over;
+            }
+            Ok(response)
+                if response.status().is_success()
+                    && content_type_is(response.headers(), "text/event-stream") =>
+            {
+                tokio::select! {
+                    _ = self.relay(response, &none, position) => {}
+                    // The client let go of its stream: so does membrane, until it is back.
+                    _ = &mut released => return Listened::Released,
+                }
+            }
+            Ok(response) => {
+                tracing::debug!(status = %response.status(), "upstream refused the GET stream");
+            }
+            Err(e) => {
+                tracing::debug!(error = %error_chain(&e), "upstream GET stream failed");
+            }
+        }
+        Listened::Ended {
+            healthy: began.elapsed() >= HEALTHY_STREAM,
         }
     }
 

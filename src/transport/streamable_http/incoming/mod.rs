@@ -280,8 +280,10 @@ async fn route_to_client(
     send_timeout: Duration,
     finish: CancellationToken,
 ) {
+    // Boxed: a delivery's state lives only while it waits for the client, so the router of an
+    // idle session stays small.
     drain_until(queue, finish, |message| {
-        deliver(&client, message, send_timeout)
+        Box::pin(deliver(&client, message, send_timeout))
     })
     .await;
     client.streams.close();
