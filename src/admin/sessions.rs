@@ -36,8 +36,8 @@ struct View {
     upstream_transport: TransportType,
     protocol_version: Option<String>,
     principal: Option<String>,
-    client_info: Option<serde_json::Value>,
-    server_info: Option<serde_json::Value>,
+    client_info: Option<Box<serde_json::value::RawValue>>,
+    server_info: Option<Box<serde_json::value::RawValue>>,
     status: SessionStatus,
     /// Served by this process now.
     live: bool,

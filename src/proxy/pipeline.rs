@@ -17,7 +17,6 @@ use std::task::Poll;
 use crate::auth::Principal;
 
 use arc_swap::{ArcSwap, Guard};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::interceptor::{
@@ -32,7 +31,7 @@ use crate::session::{
     LiveSession, Session, SessionError, SessionId, SessionManager, SessionStatus, Verdict,
 };
 use crate::telemetry::{Audit, Metrics, PluginTracer, RequestInfo, RequestTrace, Tracing};
-use crate::transport::{Frame, Outbox, Sending, TransportType};
+use crate::transport::{Cancel, Frame, Outbox, Sending, TransportType};
 
 /// The shared machinery every session's messages pass through.
 pub struct Pipeline {
@@ -110,7 +109,7 @@ pub struct SessionContext {
     /// Messages held by a pause or a delay, each on a task of its own.
     pub(super) held: TaskTracker,
     /// Fires when the session starts to end: held messages are then blocked, not delivered.
-    pub(super) ending: CancellationToken,
+    pub(super) ending: Cancel,
     /// The spans of traced requests awaiting their answers, by [`id_key`]: as bounded as the
     /// requests awaiting answers, since every way a request leaves them takes its span too.
     traces: Mutex<HashMap<String, RequestTrace>>,
@@ -135,7 +134,7 @@ impl SessionContext {
             frames: AtomicU64::new(0),
             upstream_session_id,
             held: TaskTracker::new(),
-            ending: CancellationToken::new(),
+            ending: Cancel::new(),
             traces: Mutex::default(),
             tape: None,
         }
@@ -673,8 +672,11 @@ impl Pipeline {
             .update(&session.id, |s| {
                 s.protocol_version = Some(version.clone());
                 s.status = status;
-                s.client_info = client_info;
-                s.server_info = server_info;
+                let raw = |info: Option<serde_json::Value>| {
+                    info.and_then(|info| serde_json::value::to_raw_value(&info).ok())
+                };
+                s.client_info = raw(client_info);
+                s.server_info = raw(server_info);
                 if upstream_session_id.is_some() {
                     s.upstream_session_id = upstream_session_id.clone();
                 }

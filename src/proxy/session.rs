@@ -13,14 +13,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::{Lane, Pipeline, SessionContext};
 use crate::protocol::{Direction, ErrorCode, error_response};
 use crate::session::{LiveSession, Session, SessionError, SessionId};
 use crate::telemetry as metrics;
 use crate::transport::{
-    Admission, Closed, Connection, ConnectionCloser, Inbound, Outbox, OutgoingTransport,
+    Admission, Cancel, Closed, Connection, ConnectionCloser, Inbound, Outbox, OutgoingTransport,
     TransportError, TransportType,
 };
 
@@ -74,7 +73,7 @@ struct Ends {
 /// The task feeding one side's frames into the pipeline, and the way to stop it.
 struct Pump {
     task: JoinHandle<()>,
-    stop: CancellationToken,
+    stop: Cancel,
 }
 
 impl Pipeline {
@@ -302,7 +301,7 @@ impl Pipeline {
         lane: Lane,
         mut inbound: Inbound,
     ) -> Pump {
-        let stop = CancellationToken::new();
+        let stop = Cancel::new();
         let (pipeline, session, stopped) = (self.clone(), session.clone(), stop.clone());
         let task = tokio::spawn(async move {
             loop {

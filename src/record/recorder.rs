@@ -180,8 +180,8 @@ impl TapeRecorder {
             client_transport: session.client_transport,
             upstream_transport: session.upstream_transport,
             protocol_version: session.protocol_version.clone(),
-            client_info: session.client_info.clone(),
-            server_info: session.server_info.clone(),
+            client_info: parsed(&session.client_info),
+            server_info: parsed(&session.server_info),
             plugins: self.plugins.load().to_vec(),
         };
         let open = Record::Open {
@@ -519,6 +519,11 @@ fn tapes_in(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
             Some((e.path(), meta.modified().ok()?, meta.len()))
         })
         .collect()
+}
+
+/// A peer's info as a record keeps it (its JSON text), parsed for a tape's header.
+fn parsed(info: &Option<Box<serde_json::value::RawValue>>) -> Option<serde_json::Value> {
+    serde_json::from_str(info.as_deref()?.get()).ok()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio_util::sync::CancellationToken;
+use crate::transport::Cancel;
 
 use super::SessionError;
 use crate::protocol::{Direction, id_key};
@@ -44,7 +44,7 @@ impl PendingRequests {
 /// The hot state of one session served here.
 #[derive(Debug)]
 pub struct LiveSession {
-    closed: CancellationToken,
+    closed: Cancel,
     /// Closed to be revived later (membrane is stopping and the store outlives it): the
     /// session stays in the store and its upstream session is left open.
     kept: AtomicBool,
@@ -84,7 +84,7 @@ pub struct Activity {
 impl LiveSession {
     pub(super) fn new(max_pending: usize) -> Self {
         Self {
-            closed: CancellationToken::new(),
+            closed: Cancel::new(),
             kept: AtomicBool::new(false),
             pending: Mutex::default(),
             max_pending,
@@ -96,7 +96,7 @@ impl LiveSession {
     }
 
     /// Fires when the session is asked to close.
-    pub fn closed(&self) -> &CancellationToken {
+    pub fn closed(&self) -> &Cancel {
         &self.closed
     }
 

@@ -16,6 +16,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use serde_json::value::RawValue;
+
 pub use events::EventWriter;
 pub use live::{Activity, LiveSession, PendingRequest, Verdict};
 pub use manager::{SessionConfig, SessionError, SessionManager, SessionNotice, SessionStats};
@@ -102,11 +104,12 @@ pub struct Session {
     pub status: SessionStatus,
     /// Proposed by the initialize request, then replaced by the one the server agreed to.
     pub protocol_version: Option<String>,
-    /// The `clientInfo` and `serverInfo` of the handshake.
+    /// The `clientInfo` and `serverInfo` of the handshake, as their JSON text (a parsed
+    /// value would take several times the memory, in every session's record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_info: Option<serde_json::Value>,
+    pub client_info: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_info: Option<serde_json::Value>,
+    pub server_info: Option<Box<RawValue>>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
 }

@@ -6,18 +6,17 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Stream;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use super::{ResponseMode, TransportType};
+use super::{Cancel, ResponseMode, TransportType};
 use crate::auth::Principal;
 use crate::protocol::{Message, id_key};
 use crate::session::SessionId;
@@ -90,7 +89,7 @@ impl Outbox {
 /// hands over those still queued: how a connection's sender ends without losing a message.
 pub(crate) async fn drain_until<F: Future<Output = ()>>(
     queue: flume::Receiver<Message>,
-    finish: CancellationToken,
+    finish: Cancel,
     mut each: impl FnMut(Message) -> F,
 ) {
     loop {
@@ -223,40 +222,89 @@ impl Opening {
 
 /// Whether the client side holds a stream for what the server starts on its own: an HTTP
 /// client while its GET stream is open, any other client always. An HTTP upstream keeps its own
-/// GET stream open only meanwhile, so an idle session holds no upstream connection.
-#[derive(Debug, Clone)]
-pub struct Listening(Arc<watch::Sender<usize>>);
+/// GET stream open only meanwhile (and starts the task that reads it only then), so an idle
+/// session holds no upstream connection and no task for it.
+#[derive(Clone)]
+pub struct Listening(Arc<ListeningShared>);
+
+struct ListeningShared {
+    holders: AtomicUsize,
+    /// Woken at every change of `holders`.
+    changed: Notify,
+    /// The upstream side's start, called when the client side takes hold of a stream.
+    on_hold: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Listening").field(&self.holders()).finish()
+    }
+}
 
 impl Listening {
     /// A client side that always takes what the server starts (stdio).
     pub fn always() -> Self {
-        Self(Arc::new(watch::channel(1).0))
+        Self::with_holders(1)
     }
 
     /// A client side that takes it only while it holds a stream for it.
     pub fn while_held() -> Self {
-        Self(Arc::new(watch::channel(0).0))
+        Self::with_holders(0)
+    }
+
+    fn with_holders(holders: usize) -> Self {
+        Self(Arc::new(ListeningShared {
+            holders: AtomicUsize::new(holders),
+            changed: Notify::new(),
+            on_hold: OnceLock::new(),
+        }))
     }
 
     /// The client side holds a stream for it until the returned guard is dropped.
     pub fn hold(&self) -> ListeningHeld {
-        self.0.send_modify(|holders| *holders += 1);
+        self.0.holders.fetch_add(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+        if let Some(start) = self.0.on_hold.get() {
+            start();
+        }
         ListeningHeld(self.0.clone())
     }
 
-    /// For the upstream side: follows the client side's changes (how many streams it holds).
-    pub fn subscribe(&self) -> watch::Receiver<usize> {
-        self.0.subscribe()
+    /// How many streams the client side holds for it.
+    pub fn holders(&self) -> usize {
+        self.0.holders.load(Ordering::Acquire)
+    }
+
+    /// For the upstream side: resolves once the client side holds no stream.
+    pub async fn released(&self) {
+        loop {
+            let changed = self.0.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.holders() == 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// For the upstream side: calls `start` now if the client side holds a stream, and each
+    /// time it takes hold of one from now on (`start` must tell a first call from the others).
+    pub fn on_hold(&self, start: impl Fn() + Send + Sync + 'static) {
+        let start = self.0.on_hold.get_or_init(|| Box::new(start));
+        if self.holders() > 0 {
+            start();
+        }
     }
 }
 
 /// A stream the client side holds for what the server starts; see [`Listening::hold`].
-#[derive(Debug)]
-pub struct ListeningHeld(Arc<watch::Sender<usize>>);
+pub struct ListeningHeld(Arc<ListeningShared>);
 
 impl Drop for ListeningHeld {
     fn drop(&mut self) {
-        self.0.send_modify(|holders| *holders -= 1);
+        self.0.holders.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
     }
 }
 

@@ -6,6 +6,7 @@
 //! side on a socket, with its bounds, and [`tls`] sets up TLS both ways. Transports know
 //! framing, not sessions' storage or policy.
 
+mod cancel;
 mod connection;
 mod framing;
 mod http_server;
@@ -16,6 +17,7 @@ pub mod tls;
 
 use async_trait::async_trait;
 
+pub use cancel::Cancel;
 pub use connection::{
     Admission, AnswerModes, Closed, Connection, ConnectionCloser, Frame, Inbound, Listening,
     ListeningHeld, Opening, Outbox, Sending,

@@ -19,16 +19,15 @@
 //! the system's roots plus `[http] ca_file`, and may get a client certificate; configured
 //! headers (`[http.upstream_headers]`) go on every request, and nothing of the client's does.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::sse::{SseItem, SseParser};
@@ -40,8 +39,8 @@ use crate::protocol::{
 };
 use crate::transport::tls::{ClientTlsOptions, certificate_hint};
 use crate::transport::{
-    AnswerModes, Closed, Connection, ConnectionCloser, Frame, Listening, Outbox, OutgoingTransport,
-    ResponseMode, TransportError, TransportType, drain_until,
+    AnswerModes, Cancel, Closed, Connection, ConnectionCloser, Frame, Listening, Outbox,
+    OutgoingTransport, ResponseMode, TransportError, TransportType, drain_until,
 };
 
 /// Timeouts, limits, TLS and headers of the upstream HTTP client.
@@ -61,7 +60,11 @@ pub struct UpstreamOptions {
 
 /// Opens upstream sessions on one Streamable HTTP endpoint.
 #[derive(Debug, Clone)]
-pub struct StreamableHttpOutgoing {
+pub struct StreamableHttpOutgoing(Arc<Endpoint>);
+
+/// The endpoint and how to reach it, shared by every upstream session on it.
+#[derive(Debug)]
+struct Endpoint {
     url: reqwest::Url,
     client: reqwest::Client,
     options: UpstreamOptions,
@@ -113,11 +116,11 @@ impl StreamableHttpOutgoing {
             .read_timeout(options.response_timeout)
             .build()
             .map_err(|e| TransportError::Io(std::io::Error::other(e)))?;
-        Ok(Self {
+        Ok(Self(Arc::new(Endpoint {
             url,
             client,
             options,
-        })
+        })))
     }
 }
 
@@ -128,7 +131,7 @@ impl OutgoingTransport for StreamableHttpOutgoing {
     }
 
     async fn connect(&self, listening: &Listening) -> Result<Connection, TransportError> {
-        Ok(self.open(None, None, None, listening.subscribe()).0)
+        Ok(self.open(None, None, None, listening.clone()).0)
     }
 
     async fn connect_stateless(
@@ -137,7 +140,7 @@ impl OutgoingTransport for StreamableHttpOutgoing {
         forwarded: &HeaderMap,
     ) -> Result<Connection, TransportError> {
         let version = HeaderValue::from_str(version).map_err(std::io::Error::other)?;
-        let never = Listening::while_held().subscribe();
+        let never = Listening::while_held();
         Ok(self
             .open(None, Some(version), Some(forwarded.clone()), never)
             .0)
@@ -153,8 +156,8 @@ impl OutgoingTransport for StreamableHttpOutgoing {
     ) -> Result<Connection, TransportError> {
         let version = HeaderValue::from_str(version).map_err(std::io::Error::other)?;
         let id = session_id.map(str::to_owned);
-        let (connection, session) = self.open(id, Some(version), None, listening.subscribe());
-        session.tasks.spawn(session.clone().listen());
+        let (connection, session) = self.open(id, Some(version), None, listening.clone());
+        session.follow_client_streams();
         Ok(connection)
     }
 }
@@ -168,25 +171,27 @@ impl StreamableHttpOutgoing {
         session_id: Option<String>,
         version: Option<HeaderValue>,
         forwarded: Option<HeaderMap>,
-        listening: watch::Receiver<usize>,
+        listening: Listening,
     ) -> (Connection, Arc<UpstreamSession>) {
         let (frames, inbound) = flume::bounded(INBOUND_DEPTH);
         let session_id = Arc::new(session_id.map(OnceLock::from).unwrap_or_default());
         let answer_modes = AnswerModes::default();
         let session = Arc::new(UpstreamSession {
-            http: self.clone(),
+            http: self.0.clone(),
             session_id: session_id.clone(),
             answer_modes: answer_modes.clone(),
             protocol_version: version.map(OnceLock::from).unwrap_or_default(),
             stateless: forwarded,
             listening,
+            listener: AtomicBool::new(false),
+            position: Mutex::default(),
             frames,
-            ended: CancellationToken::new(),
+            ended: Cancel::new(),
             end_reason: OnceLock::new(),
             tasks: TaskTracker::new(),
         });
         let (outbox, queue) = Outbox::channel();
-        let finish = CancellationToken::new();
+        let finish = Cancel::new();
         let writer = tokio::spawn(session.clone().write(queue, finish.clone()));
         let ended = session.ended.clone();
         let inbound = inbound.into_stream().take_until(ended.cancelled_owned());
@@ -208,7 +213,7 @@ impl StreamableHttpOutgoing {
 
 /// One upstream MCP session.
 struct UpstreamSession {
-    http: StreamableHttpOutgoing,
+    http: Arc<Endpoint>,
     /// The server's `Mcp-Session-Id`, shared with whoever serves the connection (it goes into
     /// the session's record).
     session_id: Arc<OnceLock<String>>,
@@ -218,11 +223,16 @@ struct UpstreamSession {
     /// For a stateless exchange: the client's headers to send on.
     stateless: Option<HeaderMap>,
     /// Whether the client side holds a stream for what the server starts: the GET stream is
-    /// open only meanwhile.
-    listening: watch::Receiver<usize>,
+    /// open (and the task that reads it runs) only meanwhile.
+    listening: Listening,
+    /// Whether the task that reads the GET stream runs (or, once the server said it has no
+    /// such stream, never will again).
+    listener: AtomicBool,
+    /// Where the GET stream was, for the next one to resume it.
+    position: Mutex<StreamPosition>,
     frames: flume::Sender<Frame>,
     /// Fires when the connection is over: closed by membrane or lost upstream.
-    ended: CancellationToken,
+    ended: Cancel,
     end_reason: OnceLock<String>,
     tasks: TaskTracker,
 }
@@ -248,8 +258,12 @@ impl UpstreamSession {
     /// Sends queued messages until `finish` fires, then what is still queued. Requests go out
     /// on tasks of their own (a slow tool call must not hold up the rest); notifications and
     /// answers are sent in turn.
-    async fn write(self: Arc<Self>, queue: flume::Receiver<Message>, finish: CancellationToken) {
-        drain_until(queue, finish, |message| self.send_message(message)).await;
+    async fn write(self: Arc<Self>, queue: flume::Receiver<Message>, finish: Cancel) {
+        // Boxed: a message's state lives only while it is sent, so an idle writer stays small.
+        drain_until(queue, finish, |message| {
+            Box::pin(self.send_message(message))
+        })
+        .await;
     }
 
     async fn send_message(self: &Arc<Self>, message: Message) {
@@ -258,10 +272,9 @@ impl UpstreamSession {
             return;
         }
         let initialized = message.method() == Some("notifications/initialized");
-        // Boxed: a request's state lives only while it is sent, so an idle writer stays small.
-        Box::pin(self.clone().post(message)).await;
+        self.clone().post(message).await;
         if initialized {
-            self.tasks.spawn(self.clone().listen());
+            self.follow_client_streams();
         }
     }
 
@@ -557,25 +570,41 @@ impl UpstreamSession {
         }
     }
 
+    /// From now on, the GET stream is open while the client side holds a stream of its own.
+    fn follow_client_streams(self: &Arc<Self>) {
+        let session = Arc::downgrade(self);
+        self.listening.on_hold(move || {
+            if let Some(session) = session.upgrade()
+                && !session.ended.is_cancelled()
+                && !session.listener.swap(true, Ordering::AcqRel)
+            {
+                session.tasks.spawn(session.clone().listen());
+            }
+        });
+    }
+
     /// Keeps the GET stream open for what the server sends on its own while the client side
     /// holds a stream for it, reconnecting (and resuming) when it ends, backing off while it
-    /// keeps failing; gives up when the server has none (405).
+    /// keeps failing; ends when the client side lets go (to be started again when it holds
+    /// one), and for good when the server has none (405).
     async fn listen(self: Arc<Self>) {
-        let mut listening = self.listening.clone();
-        let mut position = StreamPosition::default();
+        let listening = &self.listening;
+        let mut position = std::mem::take(&mut *self.position());
         let mut delays = backoff(position.retry);
         while !self.ended.is_cancelled() {
-            tokio::select! {
-                held = listening.wait_for(|holders| *holders > 0) => {
-                    if held.is_err() {
-                        return;
-                    }
+            if listening.holders() == 0 {
+                // Handed back before the flag, for a listener started right after this one.
+                *self.position() = std::mem::take(&mut position);
+                self.listener.store(false, Ordering::Release);
+                // A stream held meanwhile either started a listener or finds this one going on.
+                if listening.holders() == 0 || self.listener.swap(true, Ordering::AcqRel) {
+                    return;
                 }
-                _ = self.ended.cancelled() => return,
+                position = std::mem::take(&mut *self.position());
             }
-            // Boxed: a stream's state lives only while the client holds one, so the listener
-            // of an idle session stays small.
-            match Box::pin(self.stream_while_held(&listening, &mut position)).await {
+            // Boxed: a stream's state lives only while it is open.
+            match Box::pin(self.stream_while_held(&mut position)).await {
+                // The flag stays up: no listener starts again.
                 Listened::Over => return,
                 Listened::Released => continue,
                 Listened::Ended { healthy } => {
@@ -592,13 +621,13 @@ impl UpstreamSession {
         }
     }
 
+    fn position(&self) -> std::sync::MutexGuard<'_, StreamPosition> {
+        self.position.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// One GET stream, relayed until it ends, the client side lets go of its own stream, or
     /// the session ends.
-    async fn stream_while_held(
-        &self,
-        listening: &watch::Receiver<usize>,
-        position: &mut StreamPosition,
-    ) -> Listened {
+    async fn stream_while_held(&self, position: &mut StreamPosition) -> Listened {
         let none = Sent {
             request_id: None,
             initialize: false,
@@ -609,8 +638,7 @@ impl UpstreamSession {
         };
         let get = get.header(header::ACCEPT, "text/event-stream");
         let began = Instant::now();
-        let mut released = listening.clone();
-        let released = released.wait_for(|holders| *holders == 0);
+        let released = self.listening.released();
         tokio::pin!(released);
         let response = tokio::select! {
             response = get.send() => response,
@@ -730,7 +758,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 struct UpstreamCloser {
     session: Arc<UpstreamSession>,
     writer: tokio::task::JoinHandle<()>,
-    finish: CancellationToken,
+    finish: Cancel,
 }
 
 #[async_trait]

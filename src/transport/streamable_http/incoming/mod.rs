@@ -22,7 +22,6 @@ use axum::Router;
 use axum::routing::{get, post};
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
 
 pub use checks::HostPolicy;
 
@@ -31,7 +30,7 @@ use crate::auth::{Authenticator, Principal};
 use crate::protocol::{Message, MessageKind};
 use crate::session::{EventWriter, SessionId};
 use crate::transport::{
-    AnswerModes, Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Listening,
+    AnswerModes, Cancel, Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Listening,
     Opening, Outbox, TransportError, TransportType, drain_until,
 };
 
@@ -205,7 +204,7 @@ struct ClientSession {
     principal: Option<Arc<Principal>>,
     inbound: flume::Sender<Frame>,
     /// Fires when the client ends the session.
-    ended: CancellationToken,
+    ended: Cancel,
     streams: Arc<SessionStreams>,
     answer_modes: AnswerModes,
     /// Held while the client's standalone stream is open.
@@ -231,7 +230,7 @@ impl ClientSession {
 /// front's sessions once admitted.
 fn client_connection(front: &Arc<Front>, opening: Opening) -> (Connection, Arc<ClientSession>) {
     let (inbound, frames) = flume::bounded::<Frame>(INBOUND_DEPTH);
-    let ended = CancellationToken::new();
+    let ended = Cancel::new();
     let streams = Arc::new(SessionStreams::new(
         front.options.event_retention_bytes,
         front.options.max_streams,
@@ -246,7 +245,7 @@ fn client_connection(front: &Arc<Front>, opening: Opening) -> (Connection, Arc<C
         answer_modes: AnswerModes::default(),
         listening: Listening::while_held(),
     });
-    let finish = CancellationToken::new();
+    let finish = Cancel::new();
     let router = tokio::spawn(route_to_client(
         queue,
         client.clone(),
@@ -278,7 +277,7 @@ async fn route_to_client(
     queue: flume::Receiver<Message>,
     client: Arc<ClientSession>,
     send_timeout: Duration,
-    finish: CancellationToken,
+    finish: Cancel,
 ) {
     // Boxed: a delivery's state lives only while it waits for the client, so the router of an
     // idle session stays small.
@@ -319,7 +318,7 @@ struct ClientCloser {
     front: std::sync::Weak<Front>,
     client: Arc<ClientSession>,
     router: tokio::task::JoinHandle<()>,
-    finish: CancellationToken,
+    finish: Cancel,
 }
 
 #[async_trait]
