@@ -233,7 +233,9 @@ impl Pipeline {
             from_client,
             from_upstream,
         } = serving;
-        // From here on, held messages are blocked rather than delivered.
+        // From here on, the client's new requests are refused, and held messages are blocked
+        // rather than delivered.
+        client.closer.closing();
         context.ending.cancel();
         // Closed for a restart, a session that can be revived stays in the store and upstream.
         let keep = live.kept()

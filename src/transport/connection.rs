@@ -135,6 +135,11 @@ pub struct Closed {
 pub trait ConnectionCloser: Send {
     async fn close(self: Box<Self>, grace: Duration) -> Closed;
 
+    /// The conversation is ending: what the peer starts from now on is refused (an HTTP
+    /// client's requests on the session get 404 at once), while what is queued for it still
+    /// goes out until [`ConnectionCloser::close`].
+    fn closing(&self) {}
+
     /// Ends the connection but leaves the peer's session open, for a later connection to
     /// resume (an HTTP upstream's session outlives a restart of membrane); for peers without
     /// such sessions, the same as [`ConnectionCloser::close`].

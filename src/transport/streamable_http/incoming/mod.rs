@@ -323,12 +323,21 @@ struct ClientCloser {
 
 #[async_trait]
 impl ConnectionCloser for ClientCloser {
-    async fn close(self: Box<Self>, grace: Duration) -> Closed {
+    async fn close(mut self: Box<Self>, grace: Duration) -> Closed {
         self.finish.cancel();
-        if tokio::time::timeout(grace, self.router).await.is_err() {
+        if tokio::time::timeout(grace, &mut self.router).await.is_err() {
             tracing::warn!("a client stopped reading; its last messages are dropped");
         }
         self.client.streams.close();
+        self.closing();
+        Closed {
+            exit_code: None,
+            description: "client session ended".into(),
+        }
+    }
+
+    /// The session is no longer known to the front: a request on it gets 404.
+    fn closing(&self) {
         if let (Some(front), Some(id)) = (self.front.upgrade(), self.client.id.get()) {
             let mut clients = front.clients();
             if clients
@@ -337,10 +346,6 @@ impl ConnectionCloser for ClientCloser {
             {
                 clients.remove(id);
             }
-        }
-        Closed {
-            exit_code: None,
-            description: "client session ended".into(),
         }
     }
 }
