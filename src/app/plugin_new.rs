@@ -1,7 +1,8 @@
 //! `membrane plugin new --lang rust|python|js NAME`: a new plugin from a template, built and
 //! tested. The templates (`plugins/templates/`, built into the binary) hold a small policy
 //! that refuses `tools/call` of configured tools, kept apart from the bindings so that its
-//! sample test runs natively, and a copy of the contract. The new directory is written, the
+//! sample test runs natively, and a copy of the contract; a Rust plugin gets a copy of the
+//! Rust SDK (`plugins/sdk`) too. The new directory is written, the
 //! component built with the language's toolchain (cargo; componentize-py; componentize-js)
 //! and the sample test run; a step that fails says which and why.
 
@@ -31,6 +32,27 @@ const RUST: &[(&str, &str)] = &[
     (
         "src/policy.rs",
         include_str!("../../plugins/templates/rust/src/policy.rs"),
+    ),
+    // The SDK, as this membrane ships it (its contract is written beside it).
+    (
+        "membrane-plugin/Cargo.toml",
+        include_str!("../../plugins/sdk/Cargo.toml"),
+    ),
+    (
+        "membrane-plugin/src/lib.rs",
+        include_str!("../../plugins/sdk/src/lib.rs"),
+    ),
+    (
+        "membrane-plugin/src/message.rs",
+        include_str!("../../plugins/sdk/src/message.rs"),
+    ),
+    (
+        "membrane-plugin/src/host.rs",
+        include_str!("../../plugins/sdk/src/host.rs"),
+    ),
+    (
+        "membrane-plugin/src/testing.rs",
+        include_str!("../../plugins/sdk/src/testing.rs"),
     ),
 ];
 const PYTHON: &[(&str, &str)] = &[
@@ -107,7 +129,10 @@ pub fn create(lang: Lang, name: &str, parent: &Path) -> Result<PathBuf, NewError
                 text.replace("{{name_}}", &snake).replace("{{name}}", name),
             )
         })
-        .chain([("wit/interceptor.wit", WIT.to_owned())]);
+        .chain([("wit/interceptor.wit", WIT.to_owned())])
+        .chain(
+            (lang == Lang::Rust).then(|| ("membrane-plugin/wit/interceptor.wit", WIT.to_owned())),
+        );
     for (path, text) in files {
         let path = dir.join(path);
         let written = std::fs::create_dir_all(path.parent().expect("a file in the directory"))

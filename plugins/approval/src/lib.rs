@@ -4,8 +4,8 @@
 //! releases or refuses it. Everything else continues. What happens when nobody settles the call
 //! before the timeout is not decided by the plugin (the WIT `pause` carries only a timeout): the
 //! operator sets `on_timeout = "deny" | "approve"` in the plugin's `[[plugins]]` entry on the
-//! host side. The decisions live in [`policy`]; this file only wires them to the `interceptor`
-//! world, and only on wasm32, so that the policy's tests run natively.
+//! host side. The decisions live in [`policy`]; this file wires them to membrane through the
+//! SDK (`membrane-plugin`).
 //!
 //! Configuration (unknown fields are refused):
 //!
@@ -22,60 +22,39 @@
 
 pub mod policy;
 
-#[cfg(target_arch = "wasm32")]
-mod plugin {
-    use std::sync::OnceLock;
+use membrane_plugin::host::{self, Level};
+use membrane_plugin::{Action, Filter, Message, Plugin};
 
-    use crate::policy::Policy;
+use crate::policy::Policy;
 
-    wit_bindgen::generate!({ path: "../../wit", world: "interceptor" });
+/// The gate: its policy, as `init` read it.
+pub struct Approval(Policy);
 
-    use membrane::interceptor::host::{Level, log};
-    use membrane::interceptor::types::{Direction, MessageKind};
-
-    /// This instance's policy, set once by `init`.
-    static POLICY: OnceLock<Policy> = OnceLock::new();
-
-    struct Approval;
-
-    impl Guest for Approval {
-        fn init(config: String) -> Result<Vec<Filter>, String> {
-            let policy = Policy::from_json(&config)?;
-            POLICY
-                .set(policy)
-                .map_err(|_| "approval: init called twice".to_owned())?;
-            Ok(vec![Filter {
-                methods: vec!["tools/call".to_owned()],
-                directions: vec![Direction::ClientToServer],
-                kinds: vec![MessageKind::Request],
-            }])
-        }
-
-        fn intercept(message: Message) -> Action {
-            // Fail closed: a gate that was never configured lets nothing through.
-            let Some(policy) = POLICY.get() else {
-                return Action::Block("approval is not initialised".to_owned());
-            };
-            // Anything outside the filter declared by `init` is passed on if it is delivered.
-            let client_request = matches!(
-                (message.kind, message.direction),
-                (MessageKind::Request, Direction::ClientToServer)
-            );
-            match policy.check(client_request, message.method.as_deref(), &message.json) {
-                Some(millis) => {
-                    log(
-                        Level::Info,
-                        &format!(
-                            "holding frame {} for approval (at most {millis} ms)",
-                            message.frame_id
-                        ),
-                    );
-                    Action::Pause(millis)
-                }
-                None => Action::Continue,
-            }
-        }
+impl Plugin for Approval {
+    fn init(config: &str) -> Result<(Self, Vec<Filter>), String> {
+        let policy = Policy::from_json(config)?;
+        Ok((Approval(policy), vec![Filter::requests(["tools/call"])]))
     }
 
-    export!(Approval);
+    fn intercept(&self, message: &Message) -> Action {
+        // Anything outside the filter declared by `init` is passed on if it is delivered.
+        let held = self.0.check(
+            message.is_client_request(),
+            message.method.as_deref(),
+            &message.json,
+        );
+        match held {
+            Some(millis) => {
+                let line = format!(
+                    "holding frame {} for approval (at most {millis} ms)",
+                    message.frame_id
+                );
+                host::log(Level::Info, &line);
+                Action::Pause(millis)
+            }
+            None => Action::Continue,
+        }
+    }
 }
+
+membrane_plugin::export!(Approval);

@@ -2,8 +2,7 @@
 //! tool, and per time window. Counts live in the session's key-value store (capability
 //! `session-kv`), so every instance of the plugin sees the same numbers and they end with the
 //! session. A window needs the real time (capability `clock`). The rules live in [`limits`];
-//! this file wires them to the `interceptor` world, and only on wasm32, so that their tests
-//! run natively.
+//! this file wires them to membrane through the SDK (`membrane-plugin`).
 //!
 //! Configuration (every field optional; unknown fields are refused):
 //!
@@ -17,80 +16,84 @@
 
 pub mod limits;
 
-#[cfg(target_arch = "wasm32")]
-mod plugin {
-    use std::sync::OnceLock;
-    use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-    use crate::limits::{Counter, Limits};
+use membrane_plugin::host::{self, Level, session_kv};
+use membrane_plugin::{Action, Filter, Message, Plugin};
 
-    wit_bindgen::generate!({ path: "../../wit", world: "stateful-interceptor" });
+use crate::limits::{Counter, Limits};
 
-    use membrane::interceptor::host::{Level, log};
-    use membrane::interceptor::session_kv;
-    use membrane::interceptor::types::{Direction, MessageKind};
+/// The session's counters, in membrane's session store (natively, the SDK's in-memory one).
+struct SessionCounter;
 
-    /// This instance's limits, set once by `init`.
-    static LIMITS: OnceLock<Limits> = OnceLock::new();
+impl Counter for SessionCounter {
+    fn increment(&mut self, key: &str) -> Result<i64, String> {
+        session_kv::increment(key, 1)
+    }
+    fn delete(&mut self, key: &str) {
+        session_kv::delete(key)
+    }
+}
 
-    /// The session's counters, in the host's session store.
-    struct SessionCounter;
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
 
-    impl Counter for SessionCounter {
-        fn increment(&mut self, key: &str) -> Result<i64, String> {
-            session_kv::increment(key, 1)
+/// The budget, as `init` read it.
+pub struct RateLimit(Limits);
+
+impl Plugin for RateLimit {
+    fn init(config: &str) -> Result<(Self, Vec<Filter>), String> {
+        let limits = Limits::from_json(config)?;
+        if limits.needs_clock() && now_secs() == 0 {
+            return Err(
+                "rate-limit: `window_secs` needs the real time: grant the plugin the 'clock' capability"
+                    .to_owned(),
+            );
         }
-        fn delete(&mut self, key: &str) {
-            session_kv::delete(key)
-        }
+        let filter = Filter::requests(limits.methods().iter().cloned());
+        Ok((RateLimit(limits), vec![filter]))
     }
 
-    fn now_secs() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs())
-    }
-
-    struct RateLimit;
-
-    impl Guest for RateLimit {
-        fn init(config: String) -> Result<Vec<Filter>, String> {
-            let limits = Limits::from_json(&config)?;
-            if limits.needs_clock() && now_secs() == 0 {
-                return Err(
-                    "rate-limit: `window_secs` needs the real time: grant the plugin the 'clock' capability"
-                        .to_owned(),
+    fn intercept(&self, message: &Message) -> Action {
+        match self.0.check(&message.json, now_secs(), &mut SessionCounter) {
+            Ok(None) => Action::Continue,
+            Ok(Some(reason)) => {
+                host::log(
+                    Level::Info,
+                    &format!("session {}: {reason}", message.session_id),
                 );
+                Action::Block(reason)
             }
-            let filter = Filter {
-                methods: limits.methods().to_vec(),
-                directions: vec![Direction::ClientToServer],
-                kinds: vec![MessageKind::Request],
-            };
-            LIMITS
-                .set(limits)
-                .map_err(|_| "rate-limit: init called twice".to_owned())?;
-            Ok(vec![filter])
-        }
-
-        fn intercept(message: Message) -> Action {
-            let Some(limits) = LIMITS.get() else {
-                return Action::Block("rate-limit is not initialised".to_owned());
-            };
-            match limits.check(&message.json, now_secs(), &mut SessionCounter) {
-                Ok(None) => Action::Continue,
-                Ok(Some(reason)) => {
-                    log(
-                        Level::Info,
-                        &format!("session {}: {reason}", message.session_id),
-                    );
-                    Action::Block(reason)
-                }
-                // Fail closed: a count that cannot be kept is a budget that cannot be enforced.
-                Err(e) => Action::Block(format!("rate-limit cannot count this call: {e}")),
-            }
+            // Fail closed: a count that cannot be kept is a budget that cannot be enforced.
+            Err(e) => Action::Block(format!("rate-limit cannot count this call: {e}")),
         }
     }
+}
 
-    export!(RateLimit);
+membrane_plugin::export!(RateLimit);
+
+#[cfg(test)]
+mod tests {
+    use membrane_plugin::testing;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_budget_is_kept_in_the_session_store() {
+        testing::reset();
+        let (limit, _) = RateLimit::init(r#"{"max_calls": 2}"#).unwrap();
+        let call = testing::tool_call("echo", json!({}));
+        assert_eq!(limit.intercept(&call), Action::Continue);
+        assert_eq!(limit.intercept(&call), Action::Continue);
+        assert!(matches!(limit.intercept(&call), Action::Block(_)));
+        // Another instance shares the session's budget.
+        let (other, _) = RateLimit::init(r#"{"max_calls": 2}"#).unwrap();
+        assert!(matches!(other.intercept(&call), Action::Block(_)));
+        testing::reset();
+        assert_eq!(other.intercept(&call), Action::Continue);
+    }
 }

@@ -1,7 +1,6 @@
 //! `tool-guard`: a membrane interceptor that blocks `tools/call` requests by tool name and by
 //! argument content, and hides refused tools from `tools/list` results. The decisions live in
-//! [`policy`]; this file only wires them to the `interceptor` world, and only on wasm32, so
-//! that the policy's tests run natively.
+//! [`policy`]; this file wires them to membrane through the SDK (`membrane-plugin`).
 //!
 //! Configuration (every field optional; unknown fields are refused):
 //!
@@ -19,85 +18,98 @@
 
 pub mod policy;
 
-#[cfg(target_arch = "wasm32")]
-mod plugin {
-    use std::sync::OnceLock;
+use membrane_plugin::host::{self, Level};
+use membrane_plugin::{Action, Direction, Filter, Message, MessageKind, Plugin};
 
-    use crate::policy::{Caller, Policy};
+use crate::policy::{Caller, Policy};
 
-    wit_bindgen::generate!({ path: "../../wit", world: "interceptor" });
+/// The guard: its policy, as `init` read it.
+pub struct ToolGuard(Policy);
 
-    use membrane::interceptor::host::{Level, log};
-    use membrane::interceptor::identity;
-    use membrane::interceptor::types::{Direction, MessageKind};
-
+impl ToolGuard {
     /// The session's principal, asked of membrane only when the policy depends on it.
-    fn caller(policy: &Policy) -> Option<Caller> {
-        if !policy.asks_who() {
+    fn caller(&self) -> Option<Caller> {
+        if !self.0.asks_who() {
             return None;
         }
-        identity::session_principal().map(|principal| Caller {
+        host::principal().map(|principal| Caller {
             subject: principal.subject,
-            claims: serde_json::from_str(&principal.claims).unwrap_or_default(),
+            claims: serde_json::Value::Object(principal.claims),
         })
     }
+}
 
-    /// This instance's policy, set once by `init`.
-    static POLICY: OnceLock<Policy> = OnceLock::new();
-
-    struct ToolGuard;
-
-    impl Guest for ToolGuard {
-        fn init(config: String) -> Result<Vec<Filter>, String> {
-            let policy = Policy::from_json(&config)?;
-            let mut filters = vec![Filter {
-                methods: vec!["tools/call".to_owned()],
-                directions: vec![Direction::ClientToServer],
-                kinds: vec![MessageKind::Request],
-            }];
-            if policy.filters_lists() {
-                filters.push(Filter {
-                    methods: vec!["tools/list".to_owned()],
-                    directions: vec![Direction::ServerToClient],
-                    kinds: vec![MessageKind::Response],
-                });
-            }
-            POLICY
-                .set(policy)
-                .map_err(|_| "tool-guard: init called twice".to_owned())?;
-            Ok(filters)
+impl Plugin for ToolGuard {
+    fn init(config: &str) -> Result<(Self, Vec<Filter>), String> {
+        let policy = Policy::from_json(config)?;
+        let mut filters = vec![Filter::requests(["tools/call"])];
+        if policy.filters_lists() {
+            filters.push(Filter {
+                methods: vec!["tools/list".to_owned()],
+                directions: vec![Direction::ServerToClient],
+                kinds: vec![MessageKind::Response],
+            });
         }
-
-        fn intercept(message: Message) -> Action {
-            // Fail closed: a guard that was never configured lets nothing through.
-            let Some(policy) = POLICY.get() else {
-                return Action::Block("tool-guard is not initialised".to_owned());
-            };
-            match (message.kind, message.direction, message.method.as_deref()) {
-                (MessageKind::Request, Direction::ClientToServer, Some("tools/call")) => {
-                    match policy.check_call(&message.json, caller(policy).as_ref()) {
-                        Some(reason) => {
-                            log(
-                                Level::Debug,
-                                &format!("blocked frame {}: {reason}", message.frame_id),
-                            );
-                            Action::Block(reason)
-                        }
-                        None => Action::Continue,
-                    }
-                }
-                (MessageKind::Response, Direction::ServerToClient, Some("tools/list"))
-                    if policy.filters_lists() =>
-                {
-                    policy
-                        .filter_list(&message.json, caller(policy).as_ref())
-                        .map_or(Action::Continue, Action::Modify)
-                }
-                // Outside the filters declared by `init`: not delivered, passed on if it is.
-                _ => Action::Continue,
-            }
-        }
+        Ok((ToolGuard(policy), filters))
     }
 
-    export!(ToolGuard);
+    fn intercept(&self, message: &Message) -> Action {
+        let policy = &self.0;
+        match (message.kind, message.direction, message.method.as_deref()) {
+            (MessageKind::Request, Direction::ClientToServer, Some("tools/call")) => {
+                match policy.check_call(&message.json, self.caller().as_ref()) {
+                    Some(reason) => {
+                        let line = format!("blocked frame {}: {reason}", message.frame_id);
+                        host::log(Level::Debug, &line);
+                        Action::Block(reason)
+                    }
+                    None => Action::Continue,
+                }
+            }
+            (MessageKind::Response, Direction::ServerToClient, Some("tools/list"))
+                if policy.filters_lists() =>
+            {
+                policy
+                    .filter_list(&message.json, self.caller().as_ref())
+                    .map_or(Action::Continue, Action::Modify)
+            }
+            // Outside the filters declared by `init`: not delivered, passed on if it is.
+            _ => Action::Continue,
+        }
+    }
+}
+
+membrane_plugin::export!(ToolGuard);
+
+#[cfg(test)]
+mod tests {
+    use membrane_plugin::testing;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_plugin_blocks_denied_calls_and_hides_denied_tools() {
+        let (guard, filters) = ToolGuard::init(r#"{"deny": ["delete_*"]}"#).unwrap();
+        assert_eq!(
+            filters.len(),
+            2,
+            "tools/call requests and tools/list results"
+        );
+        let call = testing::tool_call("delete_file", json!({"path": "/tmp/x"}));
+        assert!(matches!(guard.intercept(&call), Action::Block(_)));
+        let fine = testing::tool_call("echo", json!({"message": "hi"}));
+        assert_eq!(guard.intercept(&fine), Action::Continue);
+        let list = testing::response(
+            "tools/list",
+            json!({"tools": [{"name": "echo"}, {"name": "delete_file"}]}),
+        );
+        let Action::Modify(listed) = guard.intercept(&list) else {
+            panic!("the denied tool was not hidden");
+        };
+        assert!(
+            listed.contains("echo") && !listed.contains("delete_file"),
+            "{listed}"
+        );
+    }
 }

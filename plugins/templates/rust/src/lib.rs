@@ -1,43 +1,50 @@
-//! `{{name}}`: a membrane plugin. The decisions live in [`policy`], plain Rust that
-//! `cargo test` runs natively; this file wires them to membrane's contract, on wasm32 only.
+//! `{{name}}`: a membrane plugin. The decisions live in [`policy`], plain Rust; this file
+//! wires them to membrane with its SDK (`membrane-plugin/`), and `cargo test` runs both
+//! natively.
 //!
 //! Build: `cargo build --release --target wasm32-wasip2`
 //! Check: `membrane plugin check target/wasm32-wasip2/release/{{name_}}.wasm`
 
 pub mod policy;
 
-#[cfg(target_arch = "wasm32")]
-mod plugin {
-    use std::sync::OnceLock;
+use membrane_plugin::{Action, Filter, Message, Plugin};
 
-    use crate::policy::Policy;
+use crate::policy::Policy;
 
-    wit_bindgen::generate!({ path: "wit", world: "interceptor" });
-
-    use membrane::interceptor::types::{Direction, MessageKind};
-
-    /// This instance's policy, set once by `init`.
-    static POLICY: OnceLock<Policy> = OnceLock::new();
-
-    struct Plugin;
-
-    impl Guest for Plugin {
-        fn init(config: String) -> Result<Vec<Filter>, String> {
-            let _ = POLICY.set(Policy::from_json(&config)?);
-            Ok(vec![Filter {
-                methods: vec!["tools/call".into()],
-                directions: vec![Direction::ClientToServer],
-                kinds: vec![MessageKind::Request],
-            }])
-        }
-
-        fn intercept(message: Message) -> Action {
-            match POLICY.get().and_then(|policy| policy.check_call(&message.json)) {
-                Some(reason) => Action::Block(reason),
-                None => Action::Continue,
-            }
-        }
+impl Plugin for Policy {
+    fn init(config: &str) -> Result<(Self, Vec<Filter>), String> {
+        Ok((
+            Policy::from_json(config)?,
+            vec![Filter::requests(["tools/call"])],
+        ))
     }
 
-    export!(Plugin);
+    fn intercept(&self, message: &Message) -> Action {
+        match message.tool_call() {
+            Some(call) => self
+                .check_call(&call)
+                .map_or(Action::Continue, Action::Block),
+            // A tools/call whose tool name is not a string is refused, not waved through.
+            None => Action::block("a tools/call without a tool name"),
+        }
+    }
+}
+
+membrane_plugin::export!(Policy);
+
+#[cfg(test)]
+mod tests {
+    use membrane_plugin::testing;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_plugin_refuses_what_the_policy_denies() {
+        let (plugin, _) = Policy::init(r#"{"deny": ["delete_file"]}"#).unwrap();
+        let call = testing::tool_call("delete_file", json!({"path": "/tmp/x"}));
+        assert!(matches!(plugin.intercept(&call), Action::Block(_)));
+        let call = testing::tool_call("echo", json!({"message": "hi"}));
+        assert_eq!(plugin.intercept(&call), Action::Continue);
+    }
 }

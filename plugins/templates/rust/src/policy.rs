@@ -1,6 +1,7 @@
 //! The policy: which `tools/call` requests to refuse. Configuration (`[plugins.config]`):
 //! `deny = ["tool", ...]`, the tools to refuse by exact name.
 
+use membrane_plugin::ToolCall;
 use serde_json::Value;
 
 pub struct Policy {
@@ -29,16 +30,11 @@ impl Policy {
         Ok(Self { deny })
     }
 
-    /// Why a `tools/call` request (its JSON text) is refused, or `None` to let it through.
-    /// The call is parsed, never searched as text: `"name": "x"` and `"name":"x"` are one call.
-    pub fn check_call(&self, json: &str) -> Option<String> {
-        let Ok(call) = serde_json::from_str::<Value>(json) else {
-            return Some("a tools/call that is not JSON".into());
-        };
-        let Some(tool) = call["params"]["name"].as_str() else {
-            return Some("a tools/call without a tool name".into());
-        };
-        // `call["params"]["arguments"]` holds the arguments, for rules about them.
+    /// Why a tool call is refused, or `None` to let it through. The SDK read the call from the
+    /// parsed message, so `"name": "x"` and `"name":"x"` are one call; `call.arguments` holds
+    /// its arguments, for rules about them (`call.mentions("rm -rf")` looks in every string).
+    pub fn check_call(&self, call: &ToolCall) -> Option<String> {
+        let tool = &call.name;
         self.deny
             .iter()
             .any(|denied| denied == tool)
@@ -53,9 +49,12 @@ mod tests {
     #[test]
     fn refuses_the_denied_tools_only() {
         let policy = Policy::from_json(r#"{"deny": ["delete_file"]}"#).unwrap();
-        let call = |json: &str| policy.check_call(json);
-        assert!(call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name": "delete_file"}}"#).is_some());
-        assert_eq!(call(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}}"#), None);
+        let call = |name: &str| ToolCall {
+            name: name.into(),
+            arguments: Default::default(),
+        };
+        assert!(policy.check_call(&call("delete_file")).is_some());
+        assert_eq!(policy.check_call(&call("echo")), None);
         assert!(Policy::from_json(r#"{"denied": []}"#).is_err());
     }
 }
