@@ -7,6 +7,10 @@
 //! another build, that build is measured in the same run (memory store) as the baseline.
 //!
 //! Run: `cargo build --release --examples && cargo bench --bench idle_sessions`
+//!
+//! Where the memory goes: `scripts/heaptrack-membrane.sh` runs membrane under heaptrack in
+//! place of the binary (`MEMBRANE_BIN`); what is still allocated when it is killed with its
+//! sessions open is what they hold, by allocation site.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
