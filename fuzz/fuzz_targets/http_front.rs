@@ -168,11 +168,9 @@ async fn drive(exchanges: Vec<Exchange>) {
     let mut incoming = StreamableHttpIncoming::new(options(), None, None);
     let app = incoming.router();
     let acceptor = tokio::spawn(async move {
+        let echo: Arc<dyn OutgoingTransport> = Arc::new(Echo);
         while let Ok(Some(connection)) = incoming.accept().await {
-            let pipeline = pipeline.clone();
-            tokio::spawn(async move {
-                let _ = pipeline.open_session(connection, &Echo).await;
-            });
+            tokio::spawn(pipeline.open_session(connection, echo.clone()));
         }
     });
     let mut minted: Vec<String> = Vec::new();
