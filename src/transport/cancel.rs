@@ -1,7 +1,8 @@
 //! [`Cancel`]: a flag that a session's parts raise once to tell the others to end (a
 //! connection closed, a session closing, a pump to stop). It answers as tokio-util's
 //! `CancellationToken` does, without child tokens, in a quarter of its memory: every session
-//! has several, and an idle session should cost little.
+//! has several, and an idle session should cost little. [`wait_until`] is how it waits, and
+//! how anything kept as an atomic beside a [`Notify`] is waited for.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,21 +37,26 @@ impl Cancel {
 
     /// Resolves once the flag is raised.
     pub async fn cancelled(&self) {
-        loop {
-            let notified = self.0.notify.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a cancel between the two still wakes it.
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
+        wait_until(&self.0.notify, || self.is_cancelled()).await
     }
 
     /// [`Cancel::cancelled`], owning its flag.
     pub async fn cancelled_owned(self) {
         self.cancelled().await
+    }
+}
+
+/// Resolves once `done` holds, checking it again each time `notify` wakes its waiters.
+pub(crate) async fn wait_until(notify: &Notify, done: impl Fn() -> bool) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a change between the two still wakes it.
+        notified.as_mut().enable();
+        if done() {
+            return;
+        }
+        notified.await;
     }
 }
 

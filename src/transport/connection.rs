@@ -16,6 +16,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::cancel::wait_until;
 use super::{Cancel, ResponseMode, TransportType};
 use crate::auth::Principal;
 use crate::protocol::{Message, id_key};
@@ -282,15 +283,7 @@ impl Listening {
 
     /// For the upstream side: resolves once the client side holds no stream.
     pub async fn released(&self) {
-        loop {
-            let changed = self.0.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.holders() == 0 {
-                return;
-            }
-            changed.await;
-        }
+        wait_until(&self.0.changed, || self.holders() == 0).await
     }
 
     /// For the upstream side: calls `start` now if the client side holds a stream, and each
