@@ -21,7 +21,7 @@ use membrane::proxy::Pipeline;
 use membrane::session::{SessionConfig, SessionManager};
 use membrane::transport::streamable_http::{FrontOptions, HostPolicy, StreamableHttpIncoming};
 use membrane::transport::{
-    Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Listening, Outbox,
+    Closed, Connection, ConnectionCloser, Frame, Inbound, IncomingTransport, Listening, Outbox,
     OutgoingTransport, TransportError, TransportType,
 };
 use tower::ServiceExt;
@@ -117,7 +117,7 @@ impl OutgoingTransport for Echo {
         });
         Ok(Connection::new(
             TransportType::Stdio,
-            Box::pin(inbound),
+            Inbound::stream(inbound),
             outbox,
             Box::new(Done),
         ))

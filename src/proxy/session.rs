@@ -1,12 +1,13 @@
-//! Opening and serving one session. [`Pipeline::open_session`] turns a client connection into
-//! a session: it is created within the session limit (or revived from a durable store, its
-//! upstream session resumed), its upstream side connected, and the client side told either
-//! way. Serving it runs two pumps (client to server, server to client)
-//! feeding the [`Pipeline`], and ends in order whichever side goes first. When the client
-//! leaves, the server's stdin is closed and its last answers are still relayed; when the server
-//! dies, every request it left unanswered gets a JSON-RPC error; when the session is closed
-//! (idle timeout, shutdown, a removal on another replica), both sides are released, except that
-//! on shutdown a durable store keeps a revivable session and its upstream session open.
+//! Opening and serving one session. [`Pipeline::open_session`] turns a client connection into a
+//! session: it is created within the session limit (or revived from a durable store, its upstream
+//! session resumed), its upstream side connected, and the client side told either way. Serving it
+//! runs two pumps (client to server, server to client) feeding the [`Pipeline`]: a task reading a
+//! stream side's frames, or the consumer of an HTTP side's queue, which runs only while frames
+//! wait. It ends in order whichever side goes first. When the client leaves, the server's stdin is
+//! closed and its last answers are still relayed; when the server dies, every request it left
+//! unanswered gets a JSON-RPC error; when the session is closed (idle timeout, shutdown, a removal
+//! on another replica), both sides are released, except that on shutdown a durable store keeps a
+//! revivable session and its upstream session open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +20,8 @@ use crate::protocol::{Direction, ErrorCode, error_response};
 use crate::session::{LiveSession, Session, SessionError, SessionId};
 use crate::telemetry as metrics;
 use crate::transport::{
-    Admission, Cancel, Closed, Connection, ConnectionCloser, Inbound, Outbox, OutgoingTransport,
-    TransportError, TransportType,
+    Admission, Cancel, Closed, Connection, ConnectionCloser, Frame, Inbound, Outbox,
+    OutgoingTransport, Queue, TransportError, TransportType,
 };
 
 /// Why a session could not be opened or served.
@@ -70,10 +71,11 @@ struct Ends {
     closer: Box<dyn ConnectionCloser>,
 }
 
-/// The task feeding one side's frames into the pipeline, and the way to stop it.
-struct Pump {
-    task: JoinHandle<()>,
-    stop: Cancel,
+/// What feeds one side's frames into the pipeline: a task reading its stream, or its queue's
+/// consumer (running only while frames wait).
+enum Pump {
+    Task { task: JoinHandle<()>, stop: Cancel },
+    Queue(Queue<Frame>),
 }
 
 impl Pipeline {
@@ -297,12 +299,19 @@ impl Pipeline {
 
     /// Starts feeding frames from one side into the pipeline until that side ends or the pump
     /// is stopped; a frame already read is always carried through.
-    fn pump(
-        self: &Arc<Self>,
-        session: &Arc<SessionContext>,
-        lane: Lane,
-        mut inbound: Inbound,
-    ) -> Pump {
+    fn pump(self: &Arc<Self>, session: &Arc<SessionContext>, lane: Lane, inbound: Inbound) -> Pump {
+        let mut inbound = match inbound {
+            Inbound::Stream(frames) => frames,
+            Inbound::Queue(frames) => {
+                let (pipeline, session, lane) = (self.clone(), session.clone(), Arc::new(lane));
+                frames.consume(move |frame| {
+                    let (pipeline, session, lane) =
+                        (pipeline.clone(), session.clone(), lane.clone());
+                    async move { pipeline.process(&session, &lane, frame).await }
+                });
+                return Pump::Queue(frames);
+            }
+        };
         let stop = Cancel::new();
         let (pipeline, session, stopped) = (self.clone(), session.clone(), stop.clone());
         let task = tokio::spawn(async move {
@@ -316,7 +325,7 @@ impl Pipeline {
                 pipeline.process(&session, &lane, frame).await;
             }
         });
-        Pump { task, stop }
+        Pump::Task { task, stop }
     }
 }
 
@@ -324,26 +333,42 @@ impl Serving {
     /// Waits for the session to end: a side leaving, or the session closed.
     async fn wait(&mut self) -> Ending {
         tokio::select! {
-            _ = &mut self.from_client.task => Ending::ClientLeft,
-            _ = &mut self.from_upstream.task => Ending::UpstreamLeft,
+            () = self.from_client.ended() => Ending::ClientLeft,
+            () = self.from_upstream.ended() => Ending::UpstreamLeft,
             _ = self.live.closed().cancelled() => Ending::SessionClosed,
         }
     }
 }
 
 impl Pump {
+    /// Resolves once the side has ended and its last frame has been carried through.
+    async fn ended(&mut self) {
+        match self {
+            Pump::Task { task, .. } => {
+                let _ = task.await;
+            }
+            Pump::Queue(frames) => frames.ended().await,
+        }
+    }
+
     /// Lets the pump end on its own for `patience`, then stops it between frames, and as a
-    /// last resort (a peer that no longer reads) aborts it.
+    /// last resort (a peer that no longer reads) abandons the frame in hand.
     async fn finish(mut self, patience: Duration) {
-        if tokio::time::timeout(patience, &mut self.task).await.is_ok() {
+        if tokio::time::timeout(patience, self.ended()).await.is_ok() {
             return;
         }
-        self.stop.cancel();
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task)
+        match &self {
+            Pump::Task { stop, .. } => stop.cancel(),
+            Pump::Queue(frames) => frames.stop(),
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.ended())
             .await
             .is_err()
         {
-            self.task.abort();
+            match self {
+                Pump::Task { task, .. } => task.abort(),
+                Pump::Queue(frames) => frames.abort(),
+            }
         }
     }
 }

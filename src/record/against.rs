@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 

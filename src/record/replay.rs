@@ -22,7 +22,7 @@ use crate::protocol::{
     Direction, ErrorCode, INITIALIZE, Message, MessageKind, error_response, id_key,
 };
 use crate::transport::{
-    Closed, Connection, ConnectionCloser, Frame, Listening, Outbox, OutgoingTransport,
+    Closed, Connection, ConnectionCloser, Frame, Inbound, Listening, Outbox, OutgoingTransport,
     TransportError, TransportType, receiver_stream,
 };
 
@@ -181,7 +181,7 @@ impl OutgoingTransport for TapeServer {
         let task = tokio::spawn(replay.run(requests, stop.clone()));
         Ok(Connection::new(
             TransportType::Stdio,
-            Box::pin(receiver_stream(inbound)),
+            Inbound::stream(receiver_stream(inbound)),
             outbox,
             Box::new(ReplayCloser { stop, task }),
         ))
@@ -301,7 +301,6 @@ impl ConnectionCloser for ReplayCloser {
 
 #[cfg(test)]
 mod tests {
-    use futures::StreamExt;
     use serde_json::json;
 
     use super::*;

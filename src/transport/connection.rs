@@ -1,5 +1,5 @@
-//! [`Connection`]: one established conversation with a peer, as a stream of inbound [`Frame`]s,
-//! an [`Outbox`] drained by a writer task, and a [`ConnectionCloser`] that ends it gracefully.
+//! [`Connection`]: one established conversation with a peer, as its [`Inbound`] frames, an
+//! [`Outbox`] of messages for it, and a [`ConnectionCloser`] that ends it gracefully.
 //! A client connection also carries its [`Opening`]: who opened it and the way to tell it
 //! whether a session was opened for it ([`Admission`]). [`AnswerModes`] let an HTTP upstream
 //! tell an HTTP client side how each answer is framed, so it can answer in kind.
@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::cancel::wait_until;
-use super::{Cancel, ResponseMode, TransportType};
+use super::{Queue, ResponseMode, TransportType};
 use crate::auth::Principal;
 use crate::protocol::{Message, id_key};
 use crate::session::SessionId;
@@ -36,26 +36,84 @@ pub enum Frame {
     },
 }
 
-/// Frames arriving from the peer, in order; ends when the peer closes its side.
-pub type Inbound = Pin<Box<dyn Stream<Item = Frame> + Send>>;
+/// Frames arriving from the peer, in order, until the peer closes its side: a stream that the
+/// session reads (a byte stream's framing), or a [`Queue`] that the transport fills as requests
+/// come in and whose consumer the session installs (HTTP), so nothing waits for it meanwhile.
+pub enum Inbound {
+    Stream(Pin<Box<dyn Stream<Item = Frame> + Send>>),
+    Queue(Queue<Frame>),
+}
 
-/// Messages queued for delivery to the peer. Cloneable; delivery order is send order. The
-/// queue (flume's) takes memory only for what it holds, so an idle session's queues cost
-/// next to nothing.
+impl Inbound {
+    pub fn stream(frames: impl Stream<Item = Frame> + Send + 'static) -> Self {
+        Inbound::Stream(Box::pin(frames))
+    }
+
+    /// The next frame, for a reader that pulls them one by one (replay, `--against`).
+    pub async fn next(&mut self) -> Option<Frame> {
+        if let Inbound::Queue(queue) = self {
+            *self = Inbound::Stream(Box::pin(pulled(queue.clone())));
+        }
+        match self {
+            Inbound::Stream(frames) => frames.next().await,
+            Inbound::Queue(_) => unreachable!("turned into a stream above"),
+        }
+    }
+}
+
+/// A queue's frames as a stream, ending when the queue has.
+fn pulled(queue: Queue<Frame>) -> impl Stream<Item = Frame> + Send + 'static {
+    let (taken, frames) = flume::bounded(1);
+    queue.consume(move |frame| {
+        let taken = taken.clone();
+        async move {
+            let _ = taken.send_async(frame).await;
+        }
+    });
+    futures::stream::unfold((frames, queue), |(frames, queue)| async move {
+        let frame = tokio::select! {
+            biased;
+            frame = frames.recv_async() => frame.ok(),
+            () = queue.ended() => frames.try_recv().ok(),
+        };
+        frame.map(|frame| (frame, (frames, queue)))
+    })
+}
+
+/// Messages queued for delivery to the peer. Cloneable; delivery order is send order. Either
+/// a channel that a writer task drains (a byte stream), or a [`Queue`] whose consumer delivers
+/// each message (HTTP). Both take memory only for what they hold.
 #[derive(Debug, Clone)]
-pub struct Outbox(flume::Sender<Message>);
+pub struct Outbox(Via);
+
+#[derive(Debug, Clone)]
+enum Via {
+    Channel(flume::Sender<Message>),
+    Queue(Queue<Message>),
+}
 
 impl Outbox {
     /// Queues a message; waits while the peer is slow to read (back-pressure). Resolves to
     /// `false` when the connection is closed and the message was not queued.
     pub fn send(&self, message: Message) -> Sending<'_> {
-        match self.0.try_send(message) {
-            Ok(()) => Sending::Done(true),
-            Err(flume::TrySendError::Disconnected(_)) => Sending::Done(false),
-            Err(flume::TrySendError::Full(message)) => {
-                Sending::Waiting(Box::pin(self.0.send_async(message)))
-            }
+        match &self.0 {
+            Via::Queue(queue) => queue.push(message),
+            Via::Channel(sender) => match sender.try_send(message) {
+                Ok(()) => Sending::Done(true),
+                Err(flume::TrySendError::Disconnected(_)) => Sending::Done(false),
+                Err(flume::TrySendError::Full(message)) => {
+                    Sending::Waiting(Box::pin(
+                        async move { sender.send_async(message).await.is_ok() },
+                    ))
+                }
+            },
         }
+    }
+}
+
+impl From<Queue<Message>> for Outbox {
+    fn from(queue: Queue<Message>) -> Self {
+        Outbox(Via::Queue(queue))
     }
 }
 
@@ -64,7 +122,7 @@ impl Outbox {
 /// only a full queue's wait is kept, on the heap.
 pub enum Sending<'a> {
     Done(bool),
-    Waiting(Pin<Box<flume::r#async::SendFut<'a, Message>>>),
+    Waiting(Pin<Box<dyn Future<Output = bool> + Send + 'a>>),
 }
 
 impl Future for Sending<'_> {
@@ -73,7 +131,7 @@ impl Future for Sending<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
         match self.get_mut() {
             Sending::Done(sent) => std::task::Poll::Ready(*sent),
-            Sending::Waiting(wait) => wait.as_mut().poll(cx).map(|sent| sent.is_ok()),
+            Sending::Waiting(wait) => wait.as_mut().poll(cx),
         }
     }
 }
@@ -82,28 +140,7 @@ impl Outbox {
     /// An outbox whose messages land in the returned receiver (for a transport to drain).
     pub fn channel() -> (Outbox, flume::Receiver<Message>) {
         let (tx, rx) = flume::bounded(OUTBOX_DEPTH);
-        (Outbox(tx), rx)
-    }
-}
-
-/// Hands each queued message to `each` until `finish` fires, then refuses new messages and
-/// hands over those still queued: how a connection's sender ends without losing a message.
-pub(crate) async fn drain_until<F: Future<Output = ()>>(
-    queue: flume::Receiver<Message>,
-    finish: Cancel,
-    mut each: impl FnMut(Message) -> F,
-) {
-    loop {
-        let message = tokio::select! {
-            biased;
-            message = queue.recv_async() => message.ok(),
-            _ = finish.cancelled() => None,
-        };
-        let Some(message) = message else { break };
-        each(message).await;
-    }
-    for message in close(queue) {
-        each(message).await;
+        (Outbox(Via::Channel(tx)), rx)
     }
 }
 
@@ -379,7 +416,7 @@ impl AnswerModes {
 
 /// Depth of each outbox queue: deep enough to absorb bursts, bounded so a stalled peer pushes
 /// back on its sender instead of growing memory.
-const OUTBOX_DEPTH: usize = 256;
+pub(crate) const OUTBOX_DEPTH: usize = 256;
 
 /// Bytes gathered before a write; larger messages go out directly.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -428,7 +465,7 @@ impl Writer {
             sink.flush().await?;
             sink.shutdown().await
         });
-        (Outbox(tx), Writer { finish, task })
+        (Outbox(Via::Channel(tx)), Writer { finish, task })
     }
 
     /// Delivers what is queued, then closes the sink; gives up after `grace` (a peer that no

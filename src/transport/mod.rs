@@ -1,8 +1,9 @@
 //! How messages get in and out of membrane. [`TransportType`] names a side's transport and
 //! [`ResponseMode`] how HTTP answers are framed; [`IncomingTransport`] accepts client
 //! connections (stdio, Streamable HTTP) and [`OutgoingTransport`] opens upstream ones (a child
-//! process, Streamable HTTP). Either yields a [`Connection`]: a stream of [`Frame`]s arriving
-//! from the peer and an [`Outbox`] of messages to deliver to it. [`HttpServer`] serves the HTTP
+//! process, Streamable HTTP). Either yields a [`Connection`]: the [`Frame`]s arriving from the
+//! peer and an [`Outbox`] of messages to deliver to it (for HTTP, [`Queue`]s whose consumers run
+//! only while messages pass, so an idle session has no task). [`HttpServer`] serves the HTTP
 //! side on a socket, with its bounds, and [`tls`] sets up TLS both ways. Transports know
 //! framing, not sessions' storage or policy.
 
@@ -10,6 +11,7 @@ mod cancel;
 mod connection;
 mod framing;
 mod http_server;
+mod queue;
 mod stdio;
 pub mod streamable_http;
 mod subprocess;
@@ -22,9 +24,10 @@ pub use connection::{
     Admission, AnswerModes, Closed, Connection, ConnectionCloser, Frame, Inbound, Listening,
     ListeningHeld, Opening, Outbox, Sending,
 };
-pub(crate) use connection::{drain_until, receiver_stream};
+pub(crate) use connection::{OUTBOX_DEPTH, receiver_stream};
 pub use framing::{DEFAULT_MAX_MESSAGE_SIZE, NewlineCodec};
 pub use http_server::{HttpServer, ServerLimits};
+pub use queue::Queue;
 pub use stdio::StdioIncoming;
 pub use streamable_http::{StreamableHttpIncoming, StreamableHttpOutgoing};
 pub use subprocess::SubprocessOutgoing;

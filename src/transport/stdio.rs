@@ -17,7 +17,7 @@ use tokio_util::codec::FramedRead;
 
 use super::connection::Writer;
 use super::{
-    Closed, Connection, ConnectionCloser, IncomingTransport, NewlineCodec, TransportError,
+    Closed, Connection, ConnectionCloser, Inbound, IncomingTransport, NewlineCodec, TransportError,
     TransportType,
 };
 
@@ -66,7 +66,7 @@ impl IncomingTransport for StdioIncoming {
                 });
         Ok(Some(Connection::new(
             TransportType::Stdio,
-            Box::pin(inbound),
+            Inbound::stream(inbound),
             outbox,
             Box::new(StdioCloser { writer }),
         )))

@@ -18,7 +18,7 @@ use tokio_util::codec::FramedRead;
 
 use super::connection::Writer;
 use super::{
-    Closed, Connection, ConnectionCloser, Listening, NewlineCodec, OutgoingTransport,
+    Closed, Connection, ConnectionCloser, Inbound, Listening, NewlineCodec, OutgoingTransport,
     TransportError, TransportType,
 };
 
@@ -94,7 +94,7 @@ impl OutgoingTransport for SubprocessOutgoing {
                 });
         Ok(Connection::new(
             TransportType::Stdio,
-            Box::pin(inbound),
+            Inbound::stream(inbound),
             outbox,
             Box::new(ChildCloser { child, writer }),
         ))

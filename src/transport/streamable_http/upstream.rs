@@ -39,8 +39,8 @@ use crate::protocol::{
 };
 use crate::transport::tls::{ClientTlsOptions, certificate_hint};
 use crate::transport::{
-    AnswerModes, Cancel, Closed, Connection, ConnectionCloser, Frame, Listening, Outbox,
-    OutgoingTransport, ResponseMode, TransportError, TransportType, drain_until,
+    AnswerModes, Cancel, Closed, Connection, ConnectionCloser, Frame, Inbound, Listening,
+    OUTBOX_DEPTH, OutgoingTransport, Queue, ResponseMode, TransportError, TransportType,
 };
 
 /// Timeouts, limits, TLS and headers of the upstream HTTP client.
@@ -173,7 +173,7 @@ impl StreamableHttpOutgoing {
         forwarded: Option<HeaderMap>,
         listening: Listening,
     ) -> (Connection, Arc<UpstreamSession>) {
-        let (frames, inbound) = flume::bounded(INBOUND_DEPTH);
+        let frames = Queue::new(INBOUND_DEPTH);
         let session_id = Arc::new(session_id.map(OnceLock::from).unwrap_or_default());
         let answer_modes = AnswerModes::default();
         let session = Arc::new(UpstreamSession {
@@ -185,24 +185,26 @@ impl StreamableHttpOutgoing {
             listening,
             listener: AtomicBool::new(false),
             position: Mutex::default(),
-            frames,
+            frames: frames.clone(),
             ended: Cancel::new(),
             end_reason: OnceLock::new(),
             tasks: TaskTracker::new(),
         });
-        let (outbox, queue) = Outbox::channel();
-        let finish = Cancel::new();
-        let writer = tokio::spawn(session.clone().write(queue, finish.clone()));
-        let ended = session.ended.clone();
-        let inbound = inbound.into_stream().take_until(ended.cancelled_owned());
+        // Requests go out on tasks of their own (a slow tool call must not hold up the rest);
+        // notifications and answers are sent in turn.
+        let outbox = Queue::new(OUTBOX_DEPTH);
+        let sender = session.clone();
+        outbox.consume(move |message| {
+            let session = sender.clone();
+            async move { session.send_message(message).await }
+        });
         let mut connection = Connection::new(
             TransportType::StreamableHttp,
-            Box::pin(inbound),
-            outbox,
+            Inbound::Queue(frames),
+            outbox.clone().into(),
             Box::new(UpstreamCloser {
                 session: session.clone(),
-                writer,
-                finish,
+                outbox,
             }),
         );
         connection.peer_session_id = session_id;
@@ -230,7 +232,8 @@ struct UpstreamSession {
     listener: AtomicBool,
     /// Where the GET stream was, for the next one to resume it.
     position: Mutex<StreamPosition>,
-    frames: flume::Sender<Frame>,
+    /// What the server sends, for the pipeline; closed when the connection is over.
+    frames: Queue<Frame>,
     /// Fires when the connection is over: closed by membrane or lost upstream.
     ended: Cancel,
     end_reason: OnceLock<String>,
@@ -255,17 +258,6 @@ struct Sent {
 }
 
 impl UpstreamSession {
-    /// Sends queued messages until `finish` fires, then what is still queued. Requests go out
-    /// on tasks of their own (a slow tool call must not hold up the rest); notifications and
-    /// answers are sent in turn.
-    async fn write(self: Arc<Self>, queue: flume::Receiver<Message>, finish: Cancel) {
-        // Boxed: a message's state lives only while it is sent, so an idle writer stays small.
-        drain_until(queue, finish, |message| {
-            Box::pin(self.send_message(message))
-        })
-        .await;
-    }
-
     async fn send_message(self: &Arc<Self>, message: Message) {
         if message.kind() == Some(MessageKind::Request) {
             self.tasks.spawn(self.clone().post(message));
@@ -390,7 +382,7 @@ impl UpstreamSession {
             && sent.request_id.is_some()
             && message.id() == sent.request_id.as_deref();
         if answers {
-            let _ = self.frames.send_async(Frame::Message(message)).await;
+            let _ = self.frames.push(Frame::Message(message)).await;
             return;
         }
         let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
@@ -406,7 +398,7 @@ impl UpstreamSession {
                     &reason,
                     &data,
                 );
-                let _ = self.frames.send_async(Frame::Message(error)).await;
+                let _ = self.frames.push(Frame::Message(error)).await;
             }
             None => tracing::warn!("{reason}"),
         }
@@ -421,7 +413,7 @@ impl UpstreamSession {
                     id: sent.request_id.clone(),
                     request: false,
                 };
-                let _ = self.frames.send_async(frame).await;
+                let _ = self.frames.push(frame).await;
             }
             // An empty body (a notification's 202, say) carries nothing to pass on.
             Ok(body) if body.is_empty() => {
@@ -563,7 +555,7 @@ impl UpstreamSession {
                 let answer = !request && id.is_some() && id == sent.request_id;
                 let _ = self
                     .frames
-                    .send_async(Frame::Oversized { len, id, request })
+                    .push(Frame::Oversized { len, id, request })
                     .await;
                 answer
             }
@@ -694,7 +686,7 @@ impl UpstreamSession {
         {
             let _ = self.protocol_version.set(version);
         }
-        let _ = self.frames.send_async(Frame::Message(message)).await;
+        let _ = self.frames.push(Frame::Message(message)).await;
     }
 
     /// Answers a request that the upstream will not answer with a JSON-RPC error.
@@ -702,7 +694,7 @@ impl UpstreamSession {
         tracing::warn!(id = sent.request_id.as_deref(), "{reason}");
         if let Some(id) = sent.request_id.as_deref() {
             let error = error_response(Some(id), ErrorCode::UpstreamUnavailable, reason);
-            let _ = self.frames.send_async(Frame::Message(error)).await;
+            let _ = self.frames.push(Frame::Message(error)).await;
         }
     }
 
@@ -711,6 +703,7 @@ impl UpstreamSession {
         tracing::info!("{reason}");
         let _ = self.end_reason.set(reason.to_owned());
         self.ended.cancel();
+        self.frames.close();
     }
 }
 
@@ -757,8 +750,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 struct UpstreamCloser {
     session: Arc<UpstreamSession>,
-    writer: tokio::task::JoinHandle<()>,
-    finish: Cancel,
+    outbox: Queue<Message>,
 }
 
 #[async_trait]
@@ -775,13 +767,11 @@ impl ConnectionCloser for UpstreamCloser {
 impl UpstreamCloser {
     /// What is queued still goes out; then the upstream session is deleted, if `delete`.
     async fn end(self, grace: Duration, delete: bool) -> Closed {
-        let UpstreamCloser {
-            session,
-            writer,
-            finish,
-        } = self;
-        finish.cancel();
-        let _ = tokio::time::timeout(grace, writer).await;
+        let UpstreamCloser { session, outbox } = self;
+        outbox.close();
+        if tokio::time::timeout(grace, outbox.ended()).await.is_err() {
+            outbox.abort();
+        }
         let lost = session.end_reason.get().cloned();
         if delete && lost.is_none() && session.session_id.get().is_some() {
             let delete = session.request(session.http.client.delete(session.http.url.clone()));
@@ -796,6 +786,7 @@ impl UpstreamCloser {
             }
         }
         session.ended.cancel();
+        session.frames.close();
         session.tasks.close();
         let _ = tokio::time::timeout(grace, session.tasks.wait()).await;
         Closed {

@@ -487,7 +487,7 @@ impl Drop for SessionGuard {
             self.client.id.get(),
         ) {
             (Some(front), Some(id)) => front.end(id),
-            _ => self.client.ended.cancel(),
+            _ => self.client.end(),
         }
     }
 }

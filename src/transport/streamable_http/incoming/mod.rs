@@ -20,7 +20,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::Router;
 use axum::routing::{get, post};
-use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 
 pub use checks::HostPolicy;
@@ -30,8 +29,8 @@ use crate::auth::{Authenticator, Principal};
 use crate::protocol::{Message, MessageKind};
 use crate::session::{EventWriter, SessionId};
 use crate::transport::{
-    AnswerModes, Cancel, Closed, Connection, ConnectionCloser, Frame, IncomingTransport, Listening,
-    Opening, Outbox, TransportError, TransportType, drain_until,
+    AnswerModes, Closed, Connection, ConnectionCloser, Frame, Inbound, IncomingTransport,
+    Listening, OUTBOX_DEPTH, Opening, Queue, TransportError, TransportType,
 };
 
 /// How the HTTP front behaves; every bound has a safe default in the configuration.
@@ -192,7 +191,7 @@ impl Front {
     /// unknown to clients at once, and its inbound side ends, which winds the session down.
     fn end(&self, id: &SessionId) {
         if let Some(client) = self.clients().remove(id) {
-            client.ended.cancel();
+            client.end();
         }
     }
 }
@@ -202,9 +201,8 @@ struct ClientSession {
     /// Given once a session is opened for it.
     id: OnceLock<SessionId>,
     principal: Option<Arc<Principal>>,
-    inbound: flume::Sender<Frame>,
-    /// Fires when the client ends the session.
-    ended: Cancel,
+    /// What the client sends, for the pipeline; closed when the client ends the session.
+    inbound: Queue<Frame>,
     streams: Arc<SessionStreams>,
     answer_modes: AnswerModes,
     /// Held while the client's standalone stream is open.
@@ -214,10 +212,13 @@ struct ClientSession {
 impl ClientSession {
     /// Feeds a message into the session; false when the session has ended.
     async fn send(&self, message: Message) -> bool {
-        tokio::select! {
-            sent = self.inbound.send_async(Frame::Message(message)) => sent.is_ok(),
-            _ = self.ended.cancelled() => false,
-        }
+        self.inbound.push(Frame::Message(message)).await
+    }
+
+    /// The client ends the session: what it sent is still carried through, and then its
+    /// side of the session is over.
+    fn end(&self) {
+        self.inbound.close();
     }
 
     /// Whether `principal` may use this session: the one that opened it.
@@ -229,39 +230,35 @@ impl ClientSession {
 /// A new client side and the connection that carries it to the pipeline; it joins the
 /// front's sessions once admitted.
 fn client_connection(front: &Arc<Front>, opening: Opening) -> (Connection, Arc<ClientSession>) {
-    let (inbound, frames) = flume::bounded::<Frame>(INBOUND_DEPTH);
-    let ended = Cancel::new();
+    let inbound = Queue::new(INBOUND_DEPTH);
     let streams = Arc::new(SessionStreams::new(
         front.options.event_retention_bytes,
         front.options.max_streams,
     ));
-    let (outbox, queue) = Outbox::channel();
     let client = Arc::new(ClientSession {
         id: OnceLock::new(),
         principal: opening.principal.clone(),
-        inbound,
-        ended: ended.clone(),
+        inbound: inbound.clone(),
         streams: streams.clone(),
         answer_modes: AnswerModes::default(),
         listening: Listening::while_held(),
     });
-    let finish = Cancel::new();
-    let router = tokio::spawn(route_to_client(
-        queue,
-        client.clone(),
-        front.options.send_timeout,
-        finish.clone(),
-    ));
-    let inbound = frames.into_stream().take_until(ended.cancelled_owned());
+    // Each message for the client is routed onto its stream as it comes; nothing waits for
+    // them meanwhile.
+    let outbox = Queue::new(OUTBOX_DEPTH);
+    let (routing, send_timeout) = (client.clone(), front.options.send_timeout);
+    outbox.consume(move |message| {
+        let client = routing.clone();
+        async move { deliver(&client, message, send_timeout).await }
+    });
     let mut connection = Connection::new(
         TransportType::StreamableHttp,
-        Box::pin(inbound),
-        outbox,
+        Inbound::Queue(inbound),
+        outbox.clone().into(),
         Box::new(ClientCloser {
             front: Arc::downgrade(front),
             client: client.clone(),
-            router,
-            finish,
+            outbox,
         }),
     );
     connection.answer_modes = client.answer_modes.clone();
@@ -270,24 +267,9 @@ fn client_connection(front: &Arc<Front>, opening: Opening) -> (Connection, Arc<C
     (connection, client)
 }
 
-/// Routes each message for the client onto its stream. A client that does not take an event
+/// Routes a message for the client onto its stream. A client that does not take an event
 /// within `send_timeout` loses that stream (its events stay for a resuming GET), so one stalled
 /// reader cannot hold up the session.
-async fn route_to_client(
-    queue: flume::Receiver<Message>,
-    client: Arc<ClientSession>,
-    send_timeout: Duration,
-    finish: Cancel,
-) {
-    // Boxed: a delivery's state lives only while it waits for the client, so the router of an
-    // idle session stays small.
-    drain_until(queue, finish, |message| {
-        Box::pin(deliver(&client, message, send_timeout))
-    })
-    .await;
-    client.streams.close();
-}
-
 async fn deliver(client: &ClientSession, message: Message, send_timeout: Duration) {
     let messages = match message.kind() {
         // A batch of answers (2025-03-26) is split: each answer follows its own request.
@@ -317,16 +299,19 @@ async fn deliver(client: &ClientSession, message: Message, send_timeout: Duratio
 struct ClientCloser {
     front: std::sync::Weak<Front>,
     client: Arc<ClientSession>,
-    router: tokio::task::JoinHandle<()>,
-    finish: Cancel,
+    outbox: Queue<Message>,
 }
 
 #[async_trait]
 impl ConnectionCloser for ClientCloser {
-    async fn close(mut self: Box<Self>, grace: Duration) -> Closed {
-        self.finish.cancel();
-        if tokio::time::timeout(grace, &mut self.router).await.is_err() {
+    async fn close(self: Box<Self>, grace: Duration) -> Closed {
+        self.outbox.close();
+        if tokio::time::timeout(grace, self.outbox.ended())
+            .await
+            .is_err()
+        {
             tracing::warn!("a client stopped reading; its last messages are dropped");
+            self.outbox.abort();
         }
         self.client.streams.close();
         self.closing();
