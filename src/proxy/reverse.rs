@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,12 +39,14 @@ pub async fn run(
         let Ok(Some(connection)) = connection else {
             break;
         };
+        // Mapped rather than awaited in an async block, which would keep room for the
+        // session's future twice for as long as the session lasts.
         let session = pipeline.open_session(connection, upstream.clone());
-        sessions.spawn(async move {
-            if let Err(e) = session.await {
+        sessions.spawn(session.map(|ended| {
+            if let Err(e) = ended {
                 tracing::warn!("session failed: {e}");
             }
-        });
+        }));
     }
     let deadline = tokio::time::Instant::now() + drain;
     // Connections still waiting to be accepted are refused as they are dropped.
