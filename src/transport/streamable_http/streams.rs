@@ -419,6 +419,17 @@ impl State {
     /// A POST stream whose requests are all answered: kept a while for replay.
     fn finish(&mut self, stream: StreamId) {
         self.progress.retain(|_, s| *s != stream);
+        // What an idle session keeps is sized to what it holds: a finished stream's events
+        // (most often one answer), and no room for requests it no longer has.
+        if let Some(entry) = self.streams.get_mut(&stream) {
+            entry.tail.shrink_to_fit();
+        }
+        if self.requests.is_empty() {
+            self.requests.shrink_to_fit();
+        }
+        if self.progress.is_empty() {
+            self.progress.shrink_to_fit();
+        }
         self.finished.push_back(stream);
         if self.finished.len() > FINISHED_KEPT
             && let Some(oldest) = self.finished.pop_front()
