@@ -39,11 +39,11 @@ pub async fn run(
         let Ok(Some(connection)) = connection else {
             break;
         };
-        // Mapped rather than awaited in an async block, which would keep room for the
-        // session's future twice for as long as the session lasts.
-        let session = pipeline.open_session(connection, upstream.clone());
-        sessions.spawn(session.map(|ended| {
-            if let Err(e) = ended {
+        // The task opens the session and ends: an idle session has none, and `sessions`
+        // counts it until it has wound down.
+        let opening = pipeline.start_session(connection, upstream.clone(), &sessions);
+        sessions.spawn(opening.map(|opened| {
+            if let Err(e) = opened {
                 tracing::warn!("session failed: {e}");
             }
         }));

@@ -9,11 +9,14 @@
 //! on another replica), both sides are released, except that on shutdown a durable store keeps a
 //! revivable session and its upstream session open.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::{Lane, Pipeline, SessionContext};
 use crate::protocol::{Direction, ErrorCode, error_response};
@@ -54,6 +57,10 @@ enum Ending {
 
 /// A session being served: its two pumps running, and what ending it takes.
 struct Serving {
+    /// Counts the session among those its opener waits for, until it has wound down.
+    tracked: TaskTrackerToken,
+    /// Whoever waits for the session's end.
+    ended: Option<oneshot::Sender<Result<SessionEnd, SessionError>>>,
     session: SessionId,
     client_transport: TransportType,
     live: Arc<LiveSession>,
@@ -78,6 +85,21 @@ enum Pump {
     Queue(Queue<Frame>),
 }
 
+/// A session being served, with no task of its own: whichever of its ends comes first (a side
+/// leaving, the session closed) starts winding it down.
+struct Watch {
+    pipeline: Arc<Pipeline>,
+    state: Mutex<Watching>,
+}
+
+enum Watching {
+    /// Being set up; an end that comes meanwhile is kept.
+    Starting(Option<Ending>),
+    Serving(Serving),
+    /// Winding down or over.
+    Ended,
+}
+
 impl Pipeline {
     /// Opens a session for `client` with a connection to `upstream` of its own (for a stateless
     /// exchange, one made for it; for a session revived from the store, the upstream session it
@@ -87,17 +109,35 @@ impl Pipeline {
         client: Connection,
         upstream: Arc<dyn OutgoingTransport>,
     ) -> impl Future<Output = Result<SessionEnd, ProxyError>> + Send + 'static {
-        // Boxed, as is winding down: each takes more state than serving, and a session serves
-        // far longer.
-        let pipeline = self.clone();
-        let admitting = Box::pin(async move { pipeline.admit(client, &*upstream).await });
-        let pipeline = self.clone();
+        let (ended, end) = oneshot::channel();
+        let opening = self.start(client, upstream, &TaskTracker::new(), Some(ended));
         async move {
-            let mut serving = admitting.await?;
-            let ending = serving.wait().await;
-            let ended = Box::pin(pipeline.wind_down(serving, ending));
-            Ok(ended.await?)
+            opening.await?;
+            Ok(end.await.expect("every session served is wound down")?)
         }
+    }
+
+    /// Opens a session as [`Pipeline::open_session`] does, and resolves once it is served (or
+    /// refused). From then on nothing waits for it: its end, whichever comes first, starts a
+    /// task that winds it down. `sessions` counts it until it has, and runs that task.
+    pub fn start_session(
+        self: &Arc<Self>,
+        client: Connection,
+        upstream: Arc<dyn OutgoingTransport>,
+        sessions: &TaskTracker,
+    ) -> impl Future<Output = Result<(), ProxyError>> + Send + use<> {
+        self.start(client, upstream, sessions, None)
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        client: Connection,
+        upstream: Arc<dyn OutgoingTransport>,
+        sessions: &TaskTracker,
+        ended: Option<oneshot::Sender<Result<SessionEnd, SessionError>>>,
+    ) -> impl Future<Output = Result<(), ProxyError>> + Send + use<> {
+        let (pipeline, tracked) = (self.clone(), sessions.token());
+        async move { pipeline.admit(client, &*upstream, tracked, ended).await }
     }
 
     /// Creates the session (or revives it), connects its upstream side, tells the client side,
@@ -106,7 +146,9 @@ impl Pipeline {
         self: &Arc<Self>,
         mut client: Connection,
         upstream: &dyn OutgoingTransport,
-    ) -> Result<Serving, ProxyError> {
+        tracked: TaskTrackerToken,
+        ended: Option<oneshot::Sender<Result<SessionEnd, SessionError>>>,
+    ) -> Result<(), ProxyError> {
         let opening = &mut client.opening;
         let principal = opening.principal.clone();
         let revived = opening.resume.is_some();
@@ -163,7 +205,8 @@ impl Pipeline {
         client
             .opening
             .answer(Admission::Admitted(session.id.clone()));
-        Ok(self.serve(session, client, upstream))
+        self.serve(session, client, upstream, tracked, ended);
+        Ok(())
     }
 
     /// Starts relaying between `client` and `upstream` for `session` (just created, see
@@ -173,7 +216,9 @@ impl Pipeline {
         session: Session,
         client: Connection,
         upstream: Connection,
-    ) -> Serving {
+        tracked: TaskTrackerToken,
+        ended: Option<oneshot::Sender<Result<SessionEnd, SessionError>>>,
+    ) {
         let live = self
             .sessions
             .live(&session.id)
@@ -199,9 +244,20 @@ impl Pipeline {
             forward: client.outbox.clone(),
             reply: upstream.outbox.clone(),
         };
-        Serving {
-            from_client: self.pump(&context, to_server, client.inbound),
-            from_upstream: self.pump(&context, to_client, upstream.inbound),
+        let watch = Arc::new(Watch {
+            pipeline: self.clone(),
+            state: Mutex::new(Watching::Starting(None)),
+        });
+        let (client_left, upstream_left) = (watch.clone(), watch.clone());
+        let serving = Serving {
+            from_client: self.pump(&context, to_server, client.inbound, move || {
+                client_left.end(Ending::ClientLeft)
+            }),
+            from_upstream: self.pump(&context, to_client, upstream.inbound, move || {
+                upstream_left.end(Ending::UpstreamLeft)
+            }),
+            tracked,
+            ended,
             session: session.id,
             client_transport: session.client_transport,
             live,
@@ -216,7 +272,8 @@ impl Pipeline {
                 outbox: upstream.outbox,
                 closer: upstream.closer,
             },
-        }
+        };
+        watch.serve(serving);
     }
 
     /// Ends a session in order after `ending`, then removes it.
@@ -234,6 +291,7 @@ impl Pipeline {
             upstream,
             from_client,
             from_upstream,
+            ..
         } = serving;
         // From here on, the client's new requests are refused, and held messages are blocked
         // rather than delivered.
@@ -299,7 +357,14 @@ impl Pipeline {
 
     /// Starts feeding frames from one side into the pipeline until that side ends or the pump
     /// is stopped; a frame already read is always carried through.
-    fn pump(self: &Arc<Self>, session: &Arc<SessionContext>, lane: Lane, inbound: Inbound) -> Pump {
+    /// `ended` is called once the side has ended and its last frame been carried through.
+    fn pump(
+        self: &Arc<Self>,
+        session: &Arc<SessionContext>,
+        lane: Lane,
+        inbound: Inbound,
+        ended: impl FnOnce() + Send + 'static,
+    ) -> Pump {
         let mut inbound = match inbound {
             Inbound::Stream(frames) => frames,
             Inbound::Queue(frames) => {
@@ -309,6 +374,7 @@ impl Pipeline {
                         (pipeline.clone(), session.clone(), lane.clone());
                     async move { pipeline.process(&session, &lane, frame).await }
                 });
+                frames.on_ended(ended);
                 return Pump::Queue(frames);
             }
         };
@@ -324,19 +390,59 @@ impl Pipeline {
                 let Some(frame) = frame else { break };
                 pipeline.process(&session, &lane, frame).await;
             }
+            ended();
         });
         Pump::Task { task, stop }
     }
 }
 
-impl Serving {
-    /// Waits for the session to end: a side leaving, or the session closed.
-    async fn wait(&mut self) -> Ending {
-        tokio::select! {
-            () = self.from_client.ended() => Ending::ClientLeft,
-            () = self.from_upstream.ended() => Ending::UpstreamLeft,
-            _ = self.live.closed().cancelled() => Ending::SessionClosed,
+impl Watch {
+    /// Holds `serving` until its end; a session closed from now on ends it too.
+    fn serve(self: &Arc<Self>, serving: Serving) {
+        let live = serving.live.clone();
+        let early = match std::mem::replace(&mut *self.state(), Watching::Serving(serving)) {
+            Watching::Starting(early) => early,
+            Watching::Serving(_) | Watching::Ended => unreachable!("a session is served once"),
+        };
+        if let Some(ending) = early {
+            self.end(ending);
         }
+        let watch = self.clone();
+        live.on_close(move || watch.end(Ending::SessionClosed));
+    }
+
+    /// The session ends (the first call counts): it is wound down on a task of its own, which
+    /// its opener's tracker runs.
+    fn end(&self, ending: Ending) {
+        let mut serving = {
+            let mut state = self.state();
+            match std::mem::replace(&mut *state, Watching::Ended) {
+                Watching::Serving(serving) => serving,
+                Watching::Starting(early) => {
+                    *state = Watching::Starting(early.or(Some(ending)));
+                    return;
+                }
+                Watching::Ended => return,
+            }
+        };
+        let pipeline = self.pipeline.clone();
+        let ended = serving.ended.take();
+        let sessions = serving.tracked.task_tracker().clone();
+        sessions.spawn(async move {
+            let result = pipeline.wind_down(serving, ending).await;
+            match ended {
+                Some(to) => drop(to.send(result)),
+                None => {
+                    if let Err(e) = result {
+                        tracing::warn!("session failed: {e}");
+                    }
+                }
+            }
+        });
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Watching> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -42,9 +42,11 @@ impl PendingRequests {
 }
 
 /// The hot state of one session served here.
-#[derive(Debug)]
 pub struct LiveSession {
     closed: Cancel,
+    /// Called once when the session is asked to close (its server's way to hear it without a
+    /// task waiting).
+    on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Closed to be revived later (membrane is stopping and the store outlives it): the
     /// session stays in the store and its upstream session is left open.
     kept: AtomicBool,
@@ -85,6 +87,7 @@ impl LiveSession {
     pub(super) fn new(max_pending: usize) -> Self {
         Self {
             closed: Cancel::new(),
+            on_close: Mutex::new(None),
             kept: AtomicBool::new(false),
             pending: Mutex::default(),
             max_pending,
@@ -98,6 +101,31 @@ impl LiveSession {
     /// Fires when the session is asked to close.
     pub fn closed(&self) -> &Cancel {
         &self.closed
+    }
+
+    /// Asks the session to close: fires [`LiveSession::closed`] and calls what
+    /// [`LiveSession::on_close`] left.
+    pub fn close(&self) {
+        self.closed.cancel();
+        let on_close = self.on_close_slot().take();
+        if let Some(on_close) = on_close {
+            on_close();
+        }
+    }
+
+    /// Calls `then` once the session is asked to close: now, if it has been.
+    pub fn on_close(&self, then: impl FnOnce() + Send + 'static) {
+        let mut slot = self.on_close_slot();
+        if self.closed.is_cancelled() {
+            drop(slot);
+            then();
+        } else {
+            *slot = Some(Box::new(then));
+        }
+    }
+
+    fn on_close_slot(&self) -> std::sync::MutexGuard<'_, Option<Box<dyn FnOnce() + Send>>> {
+        self.on_close.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Marks the session to be kept for a later revival when it closes.

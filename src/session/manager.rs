@@ -231,7 +231,7 @@ impl SessionManager {
         if live.closed().is_cancelled() {
             return false;
         }
-        live.closed().cancel();
+        live.close();
         true
     }
 
@@ -248,7 +248,7 @@ impl SessionManager {
         let Some(live) = self.live_sessions().remove(id) else {
             return Ok(());
         };
-        live.closed().cancel();
+        live.close();
         self.closed.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session = %id, kept = keep, "session removed");
         let _ = self.notices.send(SessionNotice::Closed(id.clone()));
@@ -263,7 +263,7 @@ impl SessionManager {
             if self.store.durable() {
                 session.keep();
             }
-            session.closed().cancel();
+            session.close();
         }
     }
 

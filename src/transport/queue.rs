@@ -33,6 +33,8 @@ struct State<T> {
     /// Dropped once the queue has ended, so that what it holds (a session's parts, which may
     /// hold this queue) is released.
     consumer: Option<Consumer<T>>,
+    /// Called once the queue has ended.
+    on_ended: Option<Box<dyn FnOnce() + Send>>,
     /// A task is taking items.
     draining: bool,
     /// No more items are taken in.
@@ -64,6 +66,7 @@ impl<T: Send + 'static> Queue<T> {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 consumer: None,
+                on_ended: None,
                 draining: false,
                 closed: false,
                 aborted: false,
@@ -125,10 +128,7 @@ impl<T: Send + 'static> Queue<T> {
     pub fn close(&self) {
         let mut state = self.0.lock();
         state.closed = true;
-        let released = Shared::release_if_ended(&mut state);
-        drop(state);
-        drop(released);
-        self.0.changed.notify_waiters();
+        self.0.settle(state);
     }
 
     /// Closes the queue and drops what it holds; the item being consumed is carried through.
@@ -146,19 +146,25 @@ impl<T: Send + 'static> Queue<T> {
         state.closed = true;
         state.aborted |= abandon;
         let dropped = std::mem::take(&mut state.items);
-        let released = Shared::release_if_ended(&mut state);
-        drop(state);
-        drop((dropped, released));
-        self.0.changed.notify_waiters();
+        self.0.settle(state);
+        drop(dropped);
     }
 
     /// Resolves once the queue is closed and everything it took in has been consumed.
     pub async fn ended(&self) {
-        wait_until(&self.0.changed, || {
-            let state = self.0.lock();
-            state.closed && !state.draining && state.items.is_empty()
-        })
-        .await
+        wait_until(&self.0.changed, || self.0.lock().has_ended()).await
+    }
+
+    /// Calls `then` once the queue has ended (now, if it has): how its reader hears the end
+    /// without a task waiting for it.
+    pub fn on_ended(&self, then: impl FnOnce() + Send + 'static) {
+        let mut state = self.0.lock();
+        if state.has_ended() {
+            drop(state);
+            then();
+        } else {
+            state.on_ended = Some(Box::new(then));
+        }
     }
 
     /// Starts a task that consumes what is queued, unless one runs or there is no consumer.
@@ -180,13 +186,26 @@ impl<T> Shared<T> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the consumer away once nothing more can reach it.
-    fn release_if_ended(state: &mut State<T>) -> Option<Consumer<T>> {
-        if state.closed && !state.draining && state.items.is_empty() {
-            state.consumer.take()
-        } else {
-            None
+    /// After a change of state: once the queue has ended, lets go of its consumer and says so;
+    /// wakes whoever waits either way.
+    fn settle(&self, mut state: MutexGuard<'_, State<T>>) {
+        let ended = state
+            .has_ended()
+            .then(|| (state.consumer.take(), state.on_ended.take()));
+        drop(state);
+        if let Some((consumer, on_ended)) = ended {
+            drop(consumer);
+            if let Some(on_ended) = on_ended {
+                on_ended();
+            }
         }
+        self.changed.notify_waiters();
+    }
+}
+
+impl<T> State<T> {
+    fn has_ended(&self) -> bool {
+        self.closed && !self.draining && self.items.is_empty()
     }
 }
 
@@ -202,11 +221,8 @@ async fn drain<T>(shared: Arc<Shared<T>>, consume: Consumer<T>) {
                 None => {
                     state.items = VecDeque::new();
                     state.draining = false;
-                    let released = Shared::release_if_ended(&mut state);
-                    drop(state);
-                    drop(released);
                     std::mem::forget(draining);
-                    shared.changed.notify_waiters();
+                    shared.settle(state);
                     return;
                 }
             }
@@ -228,10 +244,7 @@ impl<T> Drop for Draining<'_, T> {
     fn drop(&mut self) {
         let mut state = self.0.lock();
         state.draining = false;
-        let released = Shared::release_if_ended(&mut state);
-        drop(state);
-        drop(released);
-        self.0.changed.notify_waiters();
+        self.0.settle(state);
     }
 }
 
@@ -271,7 +284,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_queue_has_no_task() {
-        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
         let before = tasks();
         let queue = Queue::new(8);
         let (taken, mut heard) = tokio::sync::mpsc::unbounded_channel();
@@ -284,7 +301,10 @@ mod tests {
         assert_eq!(tasks(), before, "no task before anything is queued");
         for n in 0..3 {
             assert!(queue.push(n).await);
-            assert_eq!(tokio::time::timeout(WAIT, heard.recv()).await.unwrap(), Some(n));
+            assert_eq!(
+                tokio::time::timeout(WAIT, heard.recv()).await.unwrap(),
+                Some(n)
+            );
             // The consumer's task ends once the queue has run empty.
             for _ in 0..100 {
                 if tasks() == before {
@@ -294,6 +314,33 @@ mod tests {
             }
             assert_eq!(tasks(), before, "the consumer's task ended with the work");
         }
+    }
+
+    #[tokio::test]
+    async fn its_end_is_told_once_the_last_item_is_consumed() {
+        let queue = Queue::new(8);
+        let (told, mut heard) = tokio::sync::oneshot::channel();
+        queue.on_ended(move || told.send(()).unwrap());
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let released = std::sync::Mutex::new(Some(released));
+        queue.consume(move |_: i32| {
+            let released = released.lock().unwrap().take();
+            async move {
+                if let Some(released) = released {
+                    let _ = released.await;
+                }
+            }
+        });
+        assert!(queue.push(1).await);
+        queue.close();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(heard.try_recv().is_err(), "not while an item is in hand");
+        release.send(()).unwrap();
+        tokio::time::timeout(WAIT, heard).await.unwrap().unwrap();
+        // Told at once when it has ended already.
+        let (told, heard) = tokio::sync::oneshot::channel();
+        queue.on_ended(move || told.send(()).unwrap());
+        tokio::time::timeout(WAIT, heard).await.unwrap().unwrap();
     }
 
     #[tokio::test]
