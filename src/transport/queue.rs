@@ -177,7 +177,11 @@ impl<T: Send + 'static> Queue<T> {
         };
         state.draining = true;
         drop(state);
-        tokio::spawn(drain(self.0.clone(), consumer));
+        let draining = Draining {
+            shared: self.0.clone(),
+            armed: true,
+        };
+        tokio::spawn(drain(draining, consumer));
     }
 }
 
@@ -211,17 +215,18 @@ impl<T> State<T> {
 
 /// Consumes items until the queue runs empty (or is aborted), then goes idle. The queue's
 /// memory goes with the last item: an idle queue holds none.
-async fn drain<T>(shared: Arc<Shared<T>>, consume: Consumer<T>) {
-    let draining = Draining(&shared);
+async fn drain<T>(mut draining: Draining<T>, consume: Consumer<T>) {
+    let shared = draining.shared.clone();
     loop {
         let item = {
             let mut state = shared.lock();
             match state.items.pop_front() {
                 Some(item) => item,
                 None => {
+                    // Idle in the same breath as found empty, so a push meanwhile starts anew.
                     state.items = VecDeque::new();
                     state.draining = false;
-                    std::mem::forget(draining);
+                    draining.armed = false;
                     shared.settle(state);
                     return;
                 }
@@ -237,14 +242,20 @@ async fn drain<T>(shared: Arc<Shared<T>>, consume: Consumer<T>) {
     }
 }
 
-/// Marks the queue idle if its consumer ends without running it empty (aborted, or a panic).
-struct Draining<'a, T>(&'a Shared<T>);
+/// Marks the queue idle when its consumer's task ends without running it empty: aborted, a
+/// panic, or dropped, even before it first ran (a runtime shutting down).
+struct Draining<T> {
+    shared: Arc<Shared<T>>,
+    armed: bool,
+}
 
-impl<T> Drop for Draining<'_, T> {
+impl<T> Drop for Draining<T> {
     fn drop(&mut self) {
-        let mut state = self.0.lock();
-        state.draining = false;
-        self.0.settle(state);
+        if self.armed {
+            let mut state = self.shared.lock();
+            state.draining = false;
+            self.shared.settle(state);
+        }
     }
 }
 
@@ -405,6 +416,27 @@ mod tests {
         queue.abort();
         tokio::time::timeout(WAIT, queue.ended()).await.unwrap();
         assert_eq!(dropped.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_consumer_whose_task_never_ran_is_let_go() {
+        let held = Arc::new(());
+        let queue = Queue::new(8);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let kept = held.clone();
+            queue.consume(move |_: i32| {
+                let _ = &kept;
+                async {}
+            });
+            // Queued, and a task started to consume it; nothing here yields, so it never runs.
+            assert!(queue.push(1).await);
+        });
+        drop(runtime);
+        queue.abort();
+        assert_eq!(Arc::strong_count(&held), 1, "the consumer was released");
     }
 
     #[tokio::test]
