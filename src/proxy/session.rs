@@ -446,6 +446,17 @@ impl Watch {
     }
 }
 
+/// A queue's consumer holds the session's other parts, which hold the queue: a pump dropped
+/// before its queue ended (a session whose winding down never ran, as when the runtime stops)
+/// lets go of it, so nothing is kept in a circle.
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if let Pump::Queue(frames) = self {
+            frames.abort();
+        }
+    }
+}
+
 impl Pump {
     /// Resolves once the side has ended and its last frame has been carried through.
     async fn ended(&mut self) {
@@ -471,7 +482,7 @@ impl Pump {
             .await
             .is_err()
         {
-            match self {
+            match &self {
                 Pump::Task { task, .. } => task.abort(),
                 Pump::Queue(frames) => frames.abort(),
             }
