@@ -170,6 +170,14 @@ impl SessionManager {
         {
             return Ok(None);
         }
+        // A removal (a DELETE's winding down) may have ended between reading the record and
+        // going live: it takes the record before the live session, so a record still there
+        // means none did.
+        let still_stored = self.bounded(self.store.get(id)).await;
+        if !matches!(still_stored, Ok(Some(_))) {
+            self.live_sessions().remove(id);
+            return still_stored.map(|_| None).map_err(Into::into);
+        }
         self.revived.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session = %id, "session revived from the store");
         let _ = self.notices.send(SessionNotice::Opened(session.clone()));
