@@ -46,6 +46,17 @@ async fn settled_tasks() -> usize {
     last
 }
 
+/// `count` sessions, opened one after the other.
+async fn open_sessions(url: &str, client: &reqwest::Client, count: usize) -> Vec<Http> {
+    let mut sessions = Vec::new();
+    for _ in 0..count {
+        let mut session = Http::with_client(url, client.clone());
+        session.initialize().await;
+        sessions.push(session);
+    }
+    sessions
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http_sessions_hold_no_task() {
     let (_server, upstream_url) = rmcp_http_server("127.0.0.1:0").await;
@@ -77,19 +88,9 @@ async fn idle_http_sessions_hold_no_task() {
     let client = common::http_client();
     // A few sessions first: the connections (client to membrane, membrane to the server), the
     // upkeep membrane starts once, and their tasks are there before counting.
-    let mut warm = Vec::new();
-    for _ in 0..WARM_UP {
-        let mut session = Http::with_client(&url, client.clone());
-        session.initialize().await;
-        warm.push(session);
-    }
+    let _warm = open_sessions(&url, &client, WARM_UP).await;
     let before = settled_tasks().await;
-    let mut sessions = Vec::new();
-    for _ in 0..SESSIONS {
-        let mut session = Http::with_client(&url, client.clone());
-        session.initialize().await;
-        sessions.push(session);
-    }
+    let sessions = open_sessions(&url, &client, SESSIONS).await;
     let after = settled_tasks().await;
     assert_eq!(pipeline.sessions.stats().active, WARM_UP + SESSIONS);
     assert!(

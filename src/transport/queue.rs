@@ -117,7 +117,7 @@ impl<T: Send + 'static> Queue<T> {
         F: Future<Output = ()> + Send + 'static,
     {
         let mut state = self.0.lock();
-        if state.closed && state.items.is_empty() {
+        if state.has_ended() {
             return;
         }
         state.consumer = Some(Arc::new(move |item| Box::pin(consume(item))));
@@ -129,6 +129,17 @@ impl<T: Send + 'static> Queue<T> {
         let mut state = self.0.lock();
         state.closed = true;
         self.0.settle(state);
+    }
+
+    /// Closes the queue and gives what it holds `grace` to be consumed, then aborts it; `false`
+    /// when it had to (a peer that no longer reads).
+    pub async fn close_within(&self, grace: std::time::Duration) -> bool {
+        self.close();
+        let ended = tokio::time::timeout(grace, self.ended()).await.is_ok();
+        if !ended {
+            self.abort();
+        }
+        ended
     }
 
     /// Closes the queue and drops what it holds; the item being consumed is carried through.

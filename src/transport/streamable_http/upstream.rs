@@ -768,10 +768,7 @@ impl UpstreamCloser {
     /// What is queued still goes out; then the upstream session is deleted, if `delete`.
     async fn end(self, grace: Duration, delete: bool) -> Closed {
         let UpstreamCloser { session, outbox } = self;
-        outbox.close();
-        if tokio::time::timeout(grace, outbox.ended()).await.is_err() {
-            outbox.abort();
-        }
+        outbox.close_within(grace).await;
         let lost = session.end_reason.get().cloned();
         if delete && lost.is_none() && session.session_id.get().is_some() {
             let delete = session.request(session.http.client.delete(session.http.url.clone()));

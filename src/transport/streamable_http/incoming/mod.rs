@@ -305,13 +305,8 @@ struct ClientCloser {
 #[async_trait]
 impl ConnectionCloser for ClientCloser {
     async fn close(self: Box<Self>, grace: Duration) -> Closed {
-        self.outbox.close();
-        if tokio::time::timeout(grace, self.outbox.ended())
-            .await
-            .is_err()
-        {
+        if !self.outbox.close_within(grace).await {
             tracing::warn!("a client stopped reading; its last messages are dropped");
-            self.outbox.abort();
         }
         self.client.streams.close();
         self.closing();
