@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{IgnoredAny, Visitor};
 use serde_json::value::RawValue;
 
 /// The JSON-RPC shape of a message.
@@ -62,6 +62,8 @@ struct Envelope {
     kind: MessageKind,
     id: Option<Span>,
     method: Option<Method>,
+    /// `params.name` when it is a string: the tool of a `tools/call`.
+    tool: Option<Method>,
     /// For a batch, how many elements it has.
     batch_len: u32,
 }
@@ -82,6 +84,8 @@ struct EnvelopeFields<'a> {
     // method must not cost an allocation.
     #[serde(borrow, default)]
     method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: ParamsName<'a>,
     #[serde(default, deserialize_with = "present")]
     result: bool,
     #[serde(default, deserialize_with = "present")]
@@ -146,6 +150,25 @@ impl Message {
         }
     }
 
+    /// The tool of a `tools/call` request (its `params.name`), read with the envelope.
+    pub fn tool_name(&self) -> Option<&str> {
+        let envelope = self.envelope().ok()?;
+        if self.method()? != "tools/call" {
+            return None;
+        }
+        match envelope.tool.as_ref()? {
+            Method::Span(span) => Some(self.span(*span)),
+            Method::Owned(tool) => Some(tool),
+        }
+    }
+
+    /// The JSON text of the value at a JSON pointer (RFC 6901), as the message spells it;
+    /// `""` is the whole message. Each level is scanned once, and nothing is built.
+    pub fn pointer(&self, pointer: &str) -> Option<&str> {
+        self.envelope().ok()?;
+        super::pointer::get(self.as_str(), pointer)
+    }
+
     /// Parses the whole message into a JSON value (for the rare messages that need their body).
     pub fn to_value(&self) -> Result<serde_json::Value, MessageError> {
         serde_json::from_slice(&self.raw).map_err(|e| MessageError::Json(e.to_string()))
@@ -193,6 +216,7 @@ fn parse_envelope(raw: &[u8]) -> Result<Envelope, MessageError> {
             kind: MessageKind::Batch,
             id: None,
             method: None,
+            tool: None,
             batch_len: u32::try_from(count).unwrap_or(u32::MAX),
         });
     }
@@ -211,17 +235,25 @@ fn parse_envelope(raw: &[u8]) -> Result<Envelope, MessageError> {
     };
     // `"id": null` (an error about an unreadable request) deserializes as no id at all.
     let id = fields.id.map(|id| span_of(id.get()));
+    // A string's text without its quotes: a span when it has no escapes, else decoded.
+    let string = |quoted: &str| -> Result<Method, MessageError> {
+        if quoted.contains('\\') {
+            let decoded: String =
+                serde_json::from_str(quoted).map_err(|e| MessageError::Json(e.to_string()))?;
+            return Ok(Method::Owned(decoded.into_boxed_str()));
+        }
+        Ok(Method::Span(span_of(&quoted[1..quoted.len() - 1])))
+    };
     let method = match fields.method.map(RawValue::get) {
         None => None,
         Some(quoted) if !quoted.starts_with('"') => {
             return Err(MessageError::Shape("the method must be a string"));
         }
-        Some(quoted) if quoted.contains('\\') => {
-            let method: String =
-                serde_json::from_str(quoted).map_err(|e| MessageError::Json(e.to_string()))?;
-            Some(Method::Owned(method.into_boxed_str()))
-        }
-        Some(quoted) => Some(Method::Span(span_of(&quoted[1..quoted.len() - 1]))),
+        Some(quoted) => Some(string(quoted)?),
+    };
+    let tool = match fields.params.0.map(RawValue::get) {
+        Some(quoted) if quoted.starts_with('"') => Some(string(quoted)?),
+        _ => None,
     };
     let kind = match (&method, &id) {
         (Some(_), Some(_)) => MessageKind::Request,
@@ -234,8 +266,62 @@ fn parse_envelope(raw: &[u8]) -> Result<Envelope, MessageError> {
         kind,
         id,
         method,
+        tool,
         batch_len: 0,
     })
+}
+
+/// A message's `params`, read only for its `name` member; anything else is skipped.
+#[derive(Default)]
+struct ParamsName<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ParamsName<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(params: D) -> Result<Self, D::Error> {
+        params.deserialize_any(ParamsName::default())
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for ParamsName<'a> {
+    type Value = Self;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON-RPC params")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut name = None;
+        while let Some(key) = map.next_key::<super::pointer::Key>()? {
+            if key.0 == "name" {
+                name = Some(map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(ParamsName(name))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self, A::Error> {
+        IgnoredAny.visit_seq(seq).map(|_| self)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
 }
 
 /// Counts the elements of a JSON array, skipping each.
@@ -258,6 +344,8 @@ impl<'de> serde::de::Visitor<'de> for CountElements {
 }
 
 /// Messages are equal when their bytes are.
+impl Eq for Message {}
+
 impl PartialEq for Message {
     fn eq(&self, other: &Self) -> bool {
         self.raw == other.raw

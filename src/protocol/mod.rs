@@ -4,6 +4,7 @@
 
 mod error;
 mod message;
+mod pointer;
 
 pub use error::{ErrorCode, error_response, error_response_with_data, result_response};
 pub use message::{Message, MessageError, MessageKind};
