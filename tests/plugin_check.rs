@@ -1,7 +1,8 @@
 //! `membrane plugin check`, as a plugin author or an operator runs it: a good plugin with its
 //! settings from a config (its filters, a block and a modify on the samples), a plugin that
 //! needs a grant it lacks and then has, one built for a contract this membrane does not
-//! implement, one that refuses its configuration, and files that are not components.
+//! implement, ones built for the older 0.1 line (0.1.0, 0.1.1), one that refuses its
+//! configuration, and files that are not components.
 
 mod common;
 
@@ -59,7 +60,7 @@ async fn a_good_plugin_shows_its_contract_filters_and_verdicts() {
             .unwrap()
             .contains("[[plugins]] entry")
     );
-    assert_eq!(report["contract"], "membrane:interceptor@0.1.2");
+    assert_eq!(report["contract"], "membrane:interceptor@0.2.0");
     assert_eq!(
         report["filters"],
         serde_json::json!([
@@ -108,7 +109,7 @@ async fn a_missing_grant_is_named_and_granting_it_loads_the_plugin() {
 async fn what_this_membrane_cannot_load_is_refused_with_the_reason() {
     let (status, report) = check(&plugin("future-contract"), None).await;
     assert_eq!(status, 1);
-    assert_eq!(report["contract"], "membrane:interceptor@0.2.0");
+    assert_eq!(report["contract"], "membrane:interceptor@0.3.0");
     assert!(
         report["refusal"]
             .as_str()
@@ -155,4 +156,23 @@ async fn what_this_membrane_cannot_load_is_refused_with_the_reason() {
             .unwrap()
             .contains("cannot read plugin")
     );
+}
+
+#[tokio::test]
+async fn plugins_built_for_the_older_contract_line_still_load() {
+    let config = "grants = [\"log\", \"session-kv\"]\n[plugins.config]\nblock = \"echo\"\n";
+    let (status, report) = check(&plugin("legacy-0-1-1"), Some(config)).await;
+    assert_eq!(status, 0, "{report:#}");
+    assert_eq!(report["contract"], "membrane:interceptor@0.1.1");
+    let call = sample(&report, "tools/call of echo");
+    assert_eq!(call["verdict"], "block", "{report:#}");
+    assert_eq!(
+        call["detail"],
+        "blocked by a 0.1.1 plugin (call 1 of the session)"
+    );
+
+    let config = "[plugins.config]\nmode = \"garbage\"\n";
+    let (status, report) = check(&plugin("hostile"), Some(config)).await;
+    assert_eq!(status, 0, "{report:#}");
+    assert_eq!(report["contract"], "membrane:interceptor@0.1.0");
 }

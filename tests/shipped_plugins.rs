@@ -161,7 +161,7 @@ async fn plugins_without_their_grants_or_for_another_contract_are_refused() {
     .await;
     assert!(
         log.contains(
-            "imports membrane:interceptor/session-kv@0.1.2, which needs the capability 'session-kv'"
+            "imports membrane:interceptor/session-kv@0.2.0, which needs the capability 'session-kv'"
         ),
         "{log}"
     );
@@ -172,7 +172,7 @@ async fn plugins_without_their_grants_or_for_another_contract_are_refused() {
     ))
     .await;
     assert!(
-        log.contains("targets membrane:interceptor@0.2.0, which this membrane does not support (it implements membrane:interceptor@0.1.2)"),
+        log.contains("targets membrane:interceptor@0.3.0, which this membrane does not support (it implements membrane:interceptor@0.2.0, and serves plugins built for 0.1.x up to 0.1.2); it is newer than this membrane"),
         "{log}"
     );
 

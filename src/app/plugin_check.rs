@@ -17,7 +17,8 @@ use crate::protocol::{Direction, Message};
 use crate::session::SessionManager;
 use crate::transport::TransportType;
 use crate::wasm::{
-    CONTRACT_VERSION, EngineOptions, Import, PluginEngine, PluginEnv, WasmInterceptor, inspect,
+    CONTRACT_VERSION, EngineOptions, Import, LEGACY_CONTRACT_VERSION, PluginEngine, PluginEnv,
+    WasmInterceptor, inspect,
 };
 
 /// Messages a plugin is tried on, when its filters want them: (what, direction, the method of
@@ -239,7 +240,7 @@ impl std::fmt::Display for CheckReport {
         if let Some(contract) = &self.contract {
             writeln!(
                 f,
-                "contract  {contract} (this membrane implements membrane:interceptor@{})",
+                "contract  {contract} (this membrane implements membrane:interceptor@{}, and serves 0.1.x up to {LEGACY_CONTRACT_VERSION})",
                 self.implemented
             )?;
         }

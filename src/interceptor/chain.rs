@@ -166,6 +166,14 @@ impl InterceptorChain {
         })
     }
 
+    /// Whether any interceptor wants the answers (results or errors) travelling `direction` to
+    /// requests of `method`: such a request is kept until answered, for plugins to read.
+    pub fn wants_answers(&self, direction: Direction, method: &str) -> bool {
+        [MessageKind::Response, MessageKind::Error]
+            .into_iter()
+            .any(|kind| self.wants(direction, kind, Some(method)))
+    }
+
     /// Runs the interceptors from index `from` on; `ctx.message` ends as the chain left it.
     pub async fn run(&self, ctx: &mut InterceptContext, from: usize) -> ChainOutcome {
         for (index, link) in self.links.iter().enumerate().skip(from) {

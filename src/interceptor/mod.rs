@@ -38,6 +38,9 @@ pub struct InterceptContext {
     pub protocol_version: Option<Arc<str>>,
     /// For a response or error: the method of the request it answers.
     pub request_method: Option<String>,
+    /// For a response or error: the request it answers, as it arrived, when the chain asked
+    /// for answers to its method (plugins read its params).
+    pub request: Option<Message>,
     /// Position of the message in its session, from 1.
     pub frame_id: u64,
     pub timestamp: Instant,
@@ -69,6 +72,7 @@ impl InterceptContext {
             transport_type,
             protocol_version: None,
             request_method: None,
+            request: None,
             frame_id,
             timestamp: Instant::now(),
             metadata: BTreeMap::new(),

@@ -28,7 +28,8 @@ use crate::protocol::{
 };
 use crate::record::{SessionTape, TapeEntry, TapeRecorder};
 use crate::session::{
-    LiveSession, Session, SessionError, SessionId, SessionManager, SessionStatus, Verdict,
+    LiveSession, PendingRequest, Session, SessionError, SessionId, SessionManager, SessionStatus,
+    Verdict,
 };
 use crate::telemetry::{Audit, Metrics, PluginTracer, RequestInfo, RequestTrace, Tracing};
 use crate::transport::{Cancel, Frame, Outbox, Sending, TransportType};
@@ -82,14 +83,19 @@ impl Pipeline {
 
 /// What tracking decided for a message.
 enum Tracked {
-    /// On it goes; for an answer, with the method of the request it answers, and for the
+    /// On it goes; for an answer, with the request it answers, and for the
     /// handshake's two messages, the session status they bring once their protocol version
     /// is noted.
-    Go(Option<String>, Option<SessionStatus>),
+    Go(Option<PendingRequest>, Option<SessionStatus>),
     /// A request refused (the session's bound on requests awaiting answers).
     Refused(SessionError),
     /// An answer no request awaits.
     Unmatched,
+}
+
+/// The method of the request an answer answers.
+fn answered_method(answered: &Option<PendingRequest>) -> Option<&str> {
+    answered.as_ref().map(|request| request.method.as_str())
 }
 
 /// What the pipeline keeps at hand for one session, to avoid a store read per message.
@@ -184,7 +190,7 @@ impl SessionContext {
         &self,
         direction: Direction,
         message: Message,
-        request_method: Option<String>,
+        answered: Option<PendingRequest>,
         frame_id: u64,
     ) -> InterceptContext {
         let transport = match direction {
@@ -194,7 +200,10 @@ impl SessionContext {
         let mut ctx =
             InterceptContext::new(message, direction, self.id.clone(), transport, frame_id);
         ctx.protocol_version = self.protocol_version();
-        ctx.request_method = request_method;
+        if let Some(answered) = answered {
+            ctx.request_method = Some(answered.method);
+            ctx.request = answered.request;
+        }
         ctx.principal = self.principal.clone();
         ctx
     }
@@ -285,12 +294,12 @@ impl Pipeline {
             }
         };
         match self.track(session, lane.direction, &message, kind) {
-            Tracked::Go(request_method, None) => {
-                self.route(session, lane, message, kind, request_method, frame_id)
+            Tracked::Go(answered, None) => {
+                self.route(session, lane, message, kind, answered, frame_id)
             }
-            Tracked::Go(request_method, Some(status)) => Rest::boxed(async move {
+            Tracked::Go(answered, Some(status)) => Rest::boxed(async move {
                 self.note_protocol_version(session, &message, status).await;
-                self.route(session, lane, message, kind, request_method, frame_id)
+                self.route(session, lane, message, kind, answered, frame_id)
                     .await
             }),
             Tracked::Refused(reason) => {
@@ -311,10 +320,10 @@ impl Pipeline {
         lane: &'a Lane,
         message: Message,
         kind: MessageKind,
-        request_method: Option<String>,
+        answered: Option<PendingRequest>,
         frame_id: u64,
     ) -> Rest<'a> {
-        let method = message.method().or(request_method.as_deref());
+        let method = message.method().or(answered_method(&answered));
         self.metrics.message(lane.direction, kind, method);
         let recorded = session.tape.is_some().then(|| message.clone());
         let (message, trace) = match &self.tracing {
@@ -330,7 +339,7 @@ impl Pipeline {
             }
             _ => (message, None),
         };
-        let method = message.method().or(request_method.as_deref());
+        let method = message.method().or(answered_method(&answered));
         let chain = self.chain.load();
         if !chain.wants(lane.direction, kind, method) {
             if let Some(recorded) = recorded {
@@ -339,7 +348,7 @@ impl Pipeline {
             return Rest::Sending(lane.forward.send(message));
         }
         let chain = Guard::into_inner(chain);
-        let mut ctx = session.context(lane.direction, message, request_method, frame_id);
+        let mut ctx = session.context(lane.direction, message, answered, frame_id);
         ctx.trace = trace;
         if recorded.is_some() {
             ctx.record = Some(Box::default());
@@ -571,7 +580,10 @@ impl Pipeline {
         match kind {
             MessageKind::Request => {
                 let method = message.method().unwrap_or_default();
-                if let Err(refused) = session.live.record_request(direction, id, method) {
+                // Plugins that want this request's answers may read it then.
+                let answers_wanted = self.chain.load().wants_answers(direction.reverse(), method);
+                let kept = answers_wanted.then(|| message.clone());
+                if let Err(refused) = session.live.record_request(direction, id, method, kept) {
                     return Tracked::Refused(refused);
                 }
                 let handshake = method == INITIALIZE && direction == Direction::ClientToServer;
@@ -590,10 +602,7 @@ impl Pipeline {
                     }
                 }
                 let handshake = request.method == INITIALIZE && kind == MessageKind::Response;
-                Tracked::Go(
-                    Some(request.method),
-                    handshake.then_some(SessionStatus::Active),
-                )
+                Tracked::Go(Some(request), handshake.then_some(SessionStatus::Active))
             }
             _ => Tracked::Go(None, None),
         }
@@ -723,11 +732,11 @@ impl Pipeline {
                         .await
                 }
                 Ok(kind) => match self.track(session, lane.direction, &element, kind) {
-                    Tracked::Go(request_method, handshake) => {
+                    Tracked::Go(answered, handshake) => {
                         if let Some(status) = handshake {
                             self.note_protocol_version(session, &element, status).await;
                         }
-                        tracked.push((element, kind, request_method))
+                        tracked.push((element, kind, answered))
                     }
                     Tracked::Refused(reason) => {
                         all_valid = false;
@@ -746,13 +755,13 @@ impl Pipeline {
         }
         // Only a batch that is valid throughout and wanted by nobody goes through whole.
         let wanted = !all_valid
-            || tracked.iter().any(|(element, kind, request_method)| {
-                let method = element.method().or(request_method.as_deref());
+            || tracked.iter().any(|(element, kind, answered)| {
+                let method = element.method().or(answered_method(answered));
                 self.chain.load().wants(lane.direction, *kind, method)
             });
         if wanted {
-            for (element, kind, request_method) in tracked {
-                self.route(session, lane, element, kind, request_method, frame_id)
+            for (element, kind, answered) in tracked {
+                self.route(session, lane, element, kind, answered, frame_id)
                     .await;
             }
         } else if !tracked.is_empty() {

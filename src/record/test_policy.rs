@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::tape::{Tape, decisive};
 use crate::interceptor::{ChainRecord, InterceptContext, InterceptorChain, LinkVerdict};
-use crate::protocol::{Direction, MessageKind, id_key};
+use crate::protocol::{Direction, Message, MessageKind, id_key};
 use crate::session::{SessionId, SessionManager};
 
 /// A message whose verdict differs, or whose interceptor failed.
@@ -82,7 +82,8 @@ pub async fn run(
             .map(|s| s.id)
             .unwrap_or_else(|_| SessionId::from("test-policy"));
         let version = tape.header.protocol_version.as_deref().map(Into::into);
-        let mut methods: HashMap<(Direction, String), String> = HashMap::new();
+        // Requests awaiting answers, as the proxy keeps them: answers carry their request.
+        let mut pending: HashMap<(Direction, String), Message> = HashMap::new();
         for (index, entry) in tape.entries.iter().enumerate() {
             report.totals.messages += 1;
             let Some(message) = &entry.message else {
@@ -90,14 +91,14 @@ pub async fn run(
                 continue;
             };
             let kind = message.kind();
-            let request_method = match (kind, message.id()) {
+            let request = match (kind, message.id()) {
                 (Some(MessageKind::Request), Some(id)) => {
                     let key = (entry.direction, id_key(id).into_owned());
-                    methods.insert(key, message.method().unwrap_or_default().to_owned());
+                    pending.insert(key, message.clone());
                     None
                 }
                 (Some(MessageKind::Response | MessageKind::Error), Some(id)) => {
-                    methods.remove(&(entry.direction.reverse(), id_key(id).into_owned()))
+                    pending.remove(&(entry.direction.reverse(), id_key(id).into_owned()))
                 }
                 _ => None,
             };
@@ -112,7 +113,10 @@ pub async fn run(
                 index as u64 + 1,
             );
             ctx.protocol_version = version.clone();
-            ctx.request_method = request_method;
+            ctx.request_method = request
+                .as_ref()
+                .map(|request| request.method().unwrap_or_default().to_owned());
+            ctx.request = request;
             ctx.record = Some(Box::<ChainRecord>::default());
             let wanted = kind.is_some_and(|kind| chain.wants(entry.direction, kind, ctx.method()));
             let verdicts = if wanted {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::transport::Cancel;
 
 use super::SessionError;
-use crate::protocol::{Direction, id_key};
+use crate::protocol::{Direction, Message, id_key};
 
 /// A request that went one way and awaits its answer from the other side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub struct PendingRequest {
     pub id: String,
     pub method: String,
     pub sent_at: SystemTime,
+    /// The request itself, kept when a plugin wants its answer.
+    pub request: Option<Message>,
 }
 
 /// Requests awaiting answers, by the way they travelled, each keyed by the
@@ -178,13 +180,14 @@ impl LiveSession {
         }
     }
 
-    /// Remembers a request so its answer can be matched to it (by [`id_key`]), and marks the
-    /// session active; refuses one past the bound of requests awaiting an answer.
+    /// Remembers a request so its answer can be matched to it (by [`id_key`]), with the
+    /// request itself when `kept`, and marks the session active; refuses one past the bound of requests awaiting an answer.
     pub fn record_request(
         &self,
         direction: Direction,
         request_id: &str,
         method: &str,
+        kept: Option<Message>,
     ) -> Result<(), SessionError> {
         self.touch();
         let key = id_key(request_id);
@@ -197,6 +200,7 @@ impl LiveSession {
             id: request_id.to_owned(),
             method: method.to_owned(),
             sent_at: SystemTime::now(),
+            request: kept,
         };
         pending.insert(key.into_owned(), request);
         Ok(())
@@ -243,9 +247,14 @@ mod tests {
     fn correlates_requests_by_direction_and_id() {
         let live = LiveSession::new(8);
         let c2s = Direction::ClientToServer;
-        live.record_request(c2s, "1", "tools/call").unwrap();
-        live.record_request(Direction::ServerToClient, "1", "sampling/createMessage")
-            .unwrap();
+        live.record_request(c2s, "1", "tools/call", None).unwrap();
+        live.record_request(
+            Direction::ServerToClient,
+            "1",
+            "sampling/createMessage",
+            None,
+        )
+        .unwrap();
         assert_eq!(
             live.resolve_request(c2s, "1.0").unwrap().method,
             "tools/call"
@@ -261,16 +270,16 @@ mod tests {
     fn requests_past_the_bound_are_refused() {
         let live = LiveSession::new(2);
         let c2s = Direction::ClientToServer;
-        live.record_request(c2s, "1", "ping").unwrap();
-        live.record_request(c2s, "2", "ping").unwrap();
+        live.record_request(c2s, "1", "ping", None).unwrap();
+        live.record_request(c2s, "2", "ping", None).unwrap();
         assert!(matches!(
-            live.record_request(c2s, "3", "ping"),
+            live.record_request(c2s, "3", "ping", None),
             Err(SessionError::PendingLimit(2))
         ));
-        live.record_request(Direction::ServerToClient, "3", "ping")
+        live.record_request(Direction::ServerToClient, "3", "ping", None)
             .expect("each direction has its own bound");
         live.resolve_request(c2s, "1");
-        live.record_request(c2s, "3", "ping")
+        live.record_request(c2s, "3", "ping", None)
             .expect("an answer makes room");
     }
 }

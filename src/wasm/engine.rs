@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::StatefulInterceptor as Interceptor;
+use super::bindings::{current, v0_1};
 use super::host::PluginState;
 pub use super::spec::PluginLimits;
 
@@ -66,7 +66,9 @@ impl PluginEngine {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Interceptor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        // Both contract lines: their interfaces are versioned apart, 0.2 beside 0.1.x.
+        current::StatefulInterceptor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        v0_1::StatefulInterceptor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         spawn_epoch_ticker(&engine);
         let slots = options
             .pool_size

@@ -1,7 +1,8 @@
 //! What a plugin instance sees of the host: [`PluginState`] (its WASI context, resource table,
-//! memory limits, and the session and principal of the call in progress) and the capabilities
-//! an operator grants ([`Capability`]): logging into tracing, state kept with the session, and
-//! real clocks. Who opened the session (`identity`) needs no grant.
+//! memory limits, and the message, session and principal of the call in progress) and the
+//! capabilities an operator grants ([`Capability`]): logging into tracing, state kept with the
+//! session, and real clocks, served to both contract lines. Who opened the session needs no
+//! grant: 0.2 reads it off the message ([`super::view`]), 0.1.2 through `identity`.
 //! The WASI context has no preopened directories, no environment and no sockets; without the
 //! clock grant its clocks read zero, and a plugin that waits on a WASI timer still runs out of
 //! its time budget.
@@ -13,8 +14,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::membrane::interceptor::host::{Host, Level};
-use super::bindings::membrane::interceptor::{identity, session_kv, types};
+use super::bindings::current::membrane::interceptor::{host, session_kv};
+use super::bindings::v0_1::membrane::interceptor as v0_1;
 use super::engine::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
 use super::spec::{Capability, Grants};
 use crate::auth::Principal;
@@ -32,6 +33,8 @@ pub struct PluginState {
     pub(super) session: Option<SessionId>,
     /// Who opened that session, when known.
     pub(super) principal: Option<Arc<Principal>>,
+    /// The message of the call in progress, for a 0.2 plugin.
+    pub(super) view: Option<super::view::MessageView>,
     sessions: Option<Arc<SessionManager>>,
 }
 
@@ -66,6 +69,7 @@ impl PluginState {
             deadline: Instant::now(),
             session: None,
             principal: None,
+            view: None,
             sessions,
         }
     }
@@ -91,81 +95,139 @@ impl WasiView for PluginState {
     }
 }
 
-impl Host for PluginState {
-    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+impl PluginState {
+    fn log(&self, level: host::Level, message: &str) {
         let plugin = &*self.plugin;
         match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
+            host::Level::Trace => tracing::trace!(plugin, "{message}"),
+            host::Level::Debug => tracing::debug!(plugin, "{message}"),
+            host::Level::Info => tracing::info!(plugin, "{message}"),
+            host::Level::Warn => tracing::warn!(plugin, "{message}"),
+            host::Level::Error => tracing::error!(plugin, "{message}"),
         }
+    }
+
+    async fn kv_get(&mut self, key: &str) -> Option<String> {
+        let (sessions, session, plugin) = self.kv().ok()?;
+        match sessions.kv_get(&session, &plugin, key).await {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::warn!(plugin = &*plugin, error = %e, "session-kv get failed");
+                None
+            }
+        }
+    }
+
+    async fn kv_set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let (sessions, session, plugin) = self.kv()?;
+        let stored = sessions.kv_set(&session, &plugin, key, value).await;
+        stored.map_err(|e| e.to_string())
+    }
+
+    async fn kv_delete(&mut self, key: &str) {
+        // Deleting from a session that is gone leaves nothing behind either way.
+        if let Ok((sessions, session, plugin)) = self.kv() {
+            let _ = sessions.kv_delete(&session, &plugin, key).await;
+        }
+    }
+
+    async fn kv_increment(&mut self, key: &str, delta: i64) -> Result<i64, String> {
+        let (sessions, session, plugin) = self.kv()?;
+        let counted = sessions.kv_increment(&session, &plugin, key, delta).await;
+        counted.map_err(|e| e.to_string())
+    }
+}
+
+/// A principal's fields as both contract lines spell them: subject, issuer, scopes, and the
+/// claims as a JSON object's text.
+pub(super) fn principal_fields(
+    principal: &Principal,
+) -> (String, Option<String>, Vec<String>, String) {
+    (
+        principal.subject.clone(),
+        principal.issuer.clone(),
+        principal.scopes.iter().cloned().collect(),
+        serde_json::Value::Object(principal.claims.clone()).to_string(),
+    )
+}
+
+impl host::Host for PluginState {
+    fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
+        PluginState::log(self, level, &message);
         Ok(())
     }
 }
 
 impl session_kv::Host for PluginState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        let Ok((sessions, session, plugin)) = self.kv() else {
-            return Ok(None);
-        };
-        match sessions.kv_get(&session, &plugin, &key).await {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                tracing::warn!(plugin = &*plugin, error = %e, "session-kv get failed");
-                Ok(None)
-            }
-        }
+        Ok(self.kv_get(&key).await)
     }
-
     async fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
-        let (sessions, session, plugin) = match self.kv() {
-            Ok(target) => target,
-            Err(e) => return Ok(Err(e)),
-        };
-        let stored = sessions.kv_set(&session, &plugin, &key, &value).await;
-        Ok(stored.map_err(|e| e.to_string()))
+        Ok(self.kv_set(&key, &value).await)
     }
-
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        // Deleting from a session that is gone leaves nothing behind either way.
-        if let Ok((sessions, session, plugin)) = self.kv() {
-            let _ = sessions.kv_delete(&session, &plugin, &key).await;
-        }
+        self.kv_delete(&key).await;
         Ok(())
     }
-
     async fn increment(
         &mut self,
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, String>> {
-        let (sessions, session, plugin) = match self.kv() {
-            Ok(target) => target,
-            Err(e) => return Ok(Err(e)),
+        Ok(self.kv_increment(&key, delta).await)
+    }
+}
+
+impl v0_1::host::Host for PluginState {
+    fn log(&mut self, level: v0_1::host::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            v0_1::host::Level::Trace => host::Level::Trace,
+            v0_1::host::Level::Debug => host::Level::Debug,
+            v0_1::host::Level::Info => host::Level::Info,
+            v0_1::host::Level::Warn => host::Level::Warn,
+            v0_1::host::Level::Error => host::Level::Error,
         };
-        let counted = sessions.kv_increment(&session, &plugin, &key, delta).await;
-        Ok(counted.map_err(|e| e.to_string()))
+        PluginState::log(self, level, &message);
+        Ok(())
     }
 }
 
-impl identity::Host for PluginState {
-    fn session_principal(&mut self) -> wasmtime::Result<Option<identity::Principal>> {
-        Ok(self
-            .principal
-            .as_deref()
-            .map(|principal| identity::Principal {
-                subject: principal.subject.clone(),
-                issuer: principal.issuer.clone(),
-                scopes: principal.scopes.iter().cloned().collect(),
-                claims: serde_json::Value::Object(principal.claims.clone()).to_string(),
-            }))
+impl v0_1::session_kv::Host for PluginState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.kv_get(&key).await)
+    }
+    async fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.kv_set(&key, &value).await)
+    }
+    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.kv_delete(&key).await;
+        Ok(())
+    }
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, String>> {
+        Ok(self.kv_increment(&key, delta).await)
     }
 }
 
-/// The shared types interface has no functions to provide.
-impl types::Host for PluginState {}
+impl v0_1::identity::Host for PluginState {
+    fn session_principal(&mut self) -> wasmtime::Result<Option<v0_1::identity::Principal>> {
+        Ok(self.principal.as_deref().map(|principal| {
+            let (subject, issuer, scopes, claims) = principal_fields(principal);
+            v0_1::identity::Principal {
+                subject,
+                issuer,
+                scopes,
+                claims,
+            }
+        }))
+    }
+}
+
+/// 0.1's types interface has no functions to provide.
+impl v0_1::types::Host for PluginState {}
 
 /// Time is a capability plugins are not granted by default: every clock reads zero.
 struct StoppedClock;

@@ -8,31 +8,31 @@
 
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use semver::Version;
-use serde_json::value::RawValue;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::membrane::interceptor::types as wit;
-use super::bindings::{StatefulInterceptor as Plugin, StatefulInterceptorPre as PluginPre};
 use super::cache::{ComponentCache, Origin};
+use super::contract::{Plugin, PluginPre, action_from};
 use super::engine::{EPOCH_TICK, PluginEngine, PluginLimits};
 use super::host::PluginState;
 use super::metrics::{Failure, PluginMetrics};
 use super::spec::{Capability, Grants, PluginSpec};
 use crate::interceptor::{
-    Filter, InterceptAction, InterceptContext, InterceptError, Interceptor, Interest,
+    InterceptAction, InterceptContext, InterceptError, Interceptor, Interest,
 };
-use crate::protocol::{Direction, Message, MessageKind, result_response};
+use crate::protocol::MessageKind;
 use crate::session::SessionManager;
-use crate::transport::TransportType;
 
 /// The version of the `membrane:interceptor` package this host implements (`wit/`).
-pub const CONTRACT_VERSION: &str = "0.1.2";
+pub const CONTRACT_VERSION: &str = "0.2.0";
+/// The last release of the older line this host still serves (`wit/released/`).
+pub const LEGACY_CONTRACT_VERSION: &str = "0.1.2";
 const CONTRACT_PACKAGE: &str = "membrane:interceptor";
 
 /// An instance is replaced after this many calls, so a plugin that leaks memory (or just
@@ -46,7 +46,7 @@ pub enum PluginError {
     #[error("plugin '{name}' is not a membrane interceptor component: {reason}")]
     Invalid { name: String, reason: String },
     #[error(
-        "plugin '{name}' targets {CONTRACT_PACKAGE}@{targets}, which this membrane does not support (it implements {CONTRACT_PACKAGE}@{CONTRACT_VERSION}); {advice}"
+        "plugin '{name}' targets {CONTRACT_PACKAGE}@{targets}, which this membrane does not support (it implements {CONTRACT_PACKAGE}@{CONTRACT_VERSION}, and serves plugins built for 0.1.x up to {LEGACY_CONTRACT_VERSION}); {advice}"
     )]
     Version {
         name: String,
@@ -79,7 +79,7 @@ pub struct WasmInterceptor {
     name: Arc<str>,
     interest: Interest,
     engine: Arc<PluginEngine>,
-    pre: PluginPre<PluginState>,
+    pre: PluginPre,
     config: String,
     limits: PluginLimits,
     grants: Grants,
@@ -252,7 +252,7 @@ impl WasmInterceptor {
             .map_err(start_error)?;
         self.arm(&mut store, Instant::now()).map_err(start_error)?;
         let declared = self
-            .within_budget(plugin.call_init(&mut store, &self.config))
+            .within_budget(plugin.init(&mut store, &self.config))
             .await
             .map_err(start_error)?
             .map_err(|reason| PluginError::Config {
@@ -265,7 +265,7 @@ impl WasmInterceptor {
             calls: 0,
             _slot: slot,
         };
-        Ok((instance, interest_from(&declared)))
+        Ok((instance, Interest::any_of(declared)))
     }
 
     /// Bounds a call in wall-clock time too: epochs only interrupt Wasm code, and a plugin could
@@ -336,23 +336,14 @@ impl WasmInterceptor {
             failure: Failure::BadAction,
             reason,
         };
-        let kind = ctx
-            .message
-            .kind()
-            .ok_or_else(|| bad_action("message has no envelope".into()))?;
-        let kind = wit_kind(kind).map_err(|e| bad_action(e.0))?;
-        let mut instance = self.instance(started + self.limits.call_timeout).await?;
-        let message = wit::Message {
-            json: ctx.message.as_str(),
-            kind,
-            method: ctx.method(),
-            id: ctx.message.id(),
-            direction: wit_direction(ctx.direction),
-            session_id: ctx.session_id.as_str(),
-            transport: wit_transport(ctx.transport_type),
-            protocol_version: ctx.protocol_version.as_deref(),
-            frame_id: ctx.frame_id,
+        let kind = match ctx.message.kind() {
+            None => return Err(bad_action("message has no envelope".into())),
+            Some(MessageKind::Batch) => {
+                return Err(bad_action("batches are split before plugins".into()));
+            }
+            Some(kind) => kind,
         };
+        let mut instance = self.instance(started + self.limits.call_timeout).await?;
         self.arm(&mut instance.store, started)
             .map_err(|e| CallError {
                 failure: Failure::Trap,
@@ -362,7 +353,7 @@ impl WasmInterceptor {
         state.session = Some(ctx.session_id.clone());
         state.principal = ctx.principal.clone();
         let action = self
-            .within_budget(instance.plugin.call_intercept(&mut instance.store, message))
+            .within_budget(instance.plugin.intercept(&mut instance.store, ctx, kind))
             .await
             .map_err(|e| CallError {
                 failure: if e.is::<OutOfTime>() || e.downcast_ref() == Some(&Trap::OutOfFuel) {
@@ -437,6 +428,8 @@ pub fn inspect(engine: &PluginEngine, bytes: &[u8]) -> Result<(String, Vec<Impor
     let imports = component
         .component_type()
         .imports(&engine.engine)
+        // A type the world names (0.2's `message`) is part of an interface already listed.
+        .filter(|(_, item)| !matches!(item.ty, ComponentItem::Type(_) | ComponentItem::Resource(_)))
         .map(|(name, _)| {
             let interface = name
                 .strip_prefix(&prefix)
@@ -477,7 +470,8 @@ fn check_imports(
     engine: &wasmtime::Engine,
     grants: &Grants,
 ) -> Result<(), PluginError> {
-    let host = Version::parse(CONTRACT_VERSION).expect("the contract version is semver");
+    let served = [CONTRACT_VERSION, LEGACY_CONTRACT_VERSION]
+        .map(|version| Version::parse(version).expect("contract versions are semver"));
     let prefix = format!("{CONTRACT_PACKAGE}/");
     for (import, _) in component.component_type().imports(engine) {
         let Some(rest) = import.strip_prefix(&prefix) else {
@@ -491,15 +485,16 @@ fn check_imports(
         };
         let version = Version::parse(version)
             .map_err(|_| unsupported("its contract version is not semver"))?;
-        if !same_line(&host, &version) {
-            return Err(unsupported(
-                "rebuild it against a contract version this membrane implements",
-            ));
-        }
-        if version > host {
-            return Err(unsupported(
-                "it is newer than this membrane: upgrade membrane, or rebuild the plugin against the older contract",
-            ));
+        let newer = "it is newer than this membrane: upgrade membrane, or rebuild the plugin against a contract version it serves";
+        match served.iter().find(|line| same_line(line, &version)) {
+            Some(latest) if version > *latest => return Err(unsupported(newer)),
+            Some(_) => {}
+            None if version > served[0] => return Err(unsupported(newer)),
+            None => {
+                return Err(unsupported(
+                    "rebuild it against a contract version this membrane serves",
+                ));
+            }
         }
         let capability = [Capability::Log, Capability::SessionKv]
             .into_iter()
@@ -524,111 +519,4 @@ fn same_line(a: &Version, b: &Version) -> bool {
         (0, 0) => a.minor == b.minor,
         (a, b) => a == b,
     }
-}
-
-fn interest_from(declared: &[wit::Filter]) -> Interest {
-    Interest::any_of(declared.iter().map(filter_from).collect())
-}
-fn filter_from(declared: &wit::Filter) -> Filter {
-    let directions: Vec<Direction> = declared
-        .directions
-        .iter()
-        .map(|d| match d {
-            wit::Direction::ClientToServer => Direction::ClientToServer,
-            wit::Direction::ServerToClient => Direction::ServerToClient,
-        })
-        .collect();
-    let kinds: Vec<MessageKind> = declared
-        .kinds
-        .iter()
-        .map(|k| match k {
-            wit::MessageKind::Request => MessageKind::Request,
-            wit::MessageKind::Notification => MessageKind::Notification,
-            wit::MessageKind::Response => MessageKind::Response,
-            wit::MessageKind::Error => MessageKind::Error,
-        })
-        .collect();
-    Filter::new(&declared.methods, &directions, &kinds)
-}
-
-fn wit_kind(kind: MessageKind) -> Result<wit::MessageKind, InterceptError> {
-    Ok(match kind {
-        MessageKind::Request => wit::MessageKind::Request,
-        MessageKind::Notification => wit::MessageKind::Notification,
-        MessageKind::Response => wit::MessageKind::Response,
-        MessageKind::Error => wit::MessageKind::Error,
-        MessageKind::Batch => {
-            return Err(InterceptError("batches are split before plugins".into()));
-        }
-    })
-}
-
-fn wit_direction(direction: Direction) -> wit::Direction {
-    match direction {
-        Direction::ClientToServer => wit::Direction::ClientToServer,
-        Direction::ServerToClient => wit::Direction::ServerToClient,
-    }
-}
-
-fn wit_transport(transport: TransportType) -> wit::TransportType {
-    match transport {
-        TransportType::Stdio => wit::TransportType::Stdio,
-        TransportType::StreamableHttp => wit::TransportType::StreamableHttp,
-    }
-}
-
-fn action_from(action: wit::Action, message: &Message) -> Result<InterceptAction, InterceptError> {
-    let verdict = match action {
-        wit::Action::Pause(millis) => {
-            let timeout = Duration::from_millis(millis);
-            return Ok(InterceptAction::Pause { timeout });
-        }
-        wit::Action::Delay(delay) => {
-            return Ok(InterceptAction::Delay {
-                duration: Duration::from_millis(delay.millis),
-                then: Box::new(verdict_from(delay.then, message)?),
-            });
-        }
-        wit::Action::Continue => wit::Verdict::Continue,
-        wit::Action::Modify(json) => wit::Verdict::Modify(json),
-        wit::Action::Block(reason) => wit::Verdict::Block(reason),
-        wit::Action::Mock(result) => wit::Verdict::Mock(result),
-    };
-    verdict_from(verdict, message)
-}
-
-fn verdict_from(
-    verdict: wit::Verdict,
-    message: &Message,
-) -> Result<InterceptAction, InterceptError> {
-    Ok(match verdict {
-        wit::Verdict::Continue => InterceptAction::Continue,
-        wit::Verdict::Modify(json) => {
-            // Checked here so the plugin's metrics see a broken action as one; the envelope is
-            // parsed once either way.
-            let message = Message::new(json);
-            match message.validate() {
-                Ok(MessageKind::Batch) => {
-                    return Err(InterceptError("replaced a message with a batch".into()));
-                }
-                Ok(_) => InterceptAction::Modify(message),
-                Err(e) => {
-                    return Err(InterceptError(format!(
-                        "replaced a message with an invalid one: {e}"
-                    )));
-                }
-            }
-        }
-        wit::Verdict::Block(reason) => InterceptAction::Block { reason },
-        wit::Verdict::Mock(result) => {
-            let id = message
-                .id()
-                .ok_or_else(|| InterceptError("mocked a message that has no id".into()))?;
-            let result = RawValue::from_string(result)
-                .map_err(|e| InterceptError(format!("mock result is not JSON: {e}")))?;
-            InterceptAction::Mock {
-                response: result_response(id, &result),
-            }
-        }
-    })
 }
