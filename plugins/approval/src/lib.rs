@@ -40,14 +40,14 @@ impl Plugin for Approval {
         // Anything outside the filter declared by `init` is passed on if it is delivered.
         let held = self.0.check(
             message.is_client_request(),
-            message.method.as_deref(),
-            &message.json,
+            message.method().as_deref(),
+            &message.json(),
         );
         match held {
             Some(millis) => {
                 let line = format!(
                     "holding frame {} for approval (at most {millis} ms)",
-                    message.frame_id
+                    message.frame_id()
                 );
                 host::log(Level::Info, &line);
                 Action::Pause(millis)

@@ -1,4 +1,4 @@
-//! `future-contract`: a test plugin that targets `membrane:interceptor@0.2.0`, a contract
+//! `future-contract`: a test plugin that targets `membrane:interceptor@0.3.0`, a contract
 //! version this membrane does not implement, to prove that membrane refuses such a plugin with
 //! a message that names the version, instead of a linker error.
 
@@ -6,7 +6,7 @@
 mod plugin {
     wit_bindgen::generate!({
         inline: r#"
-            package membrane:interceptor@0.2.0;
+            package membrane:interceptor@0.3.0;
             interface types {
                 record filter { methods: list<string> }
             }

@@ -6,8 +6,8 @@
 // Configuration: unlisted = "allow" (default) or "block": calls to tools this session never
 // listed.
 
-import { log } from "membrane:interceptor/host@0.1.2";
-import { get, set } from "membrane:interceptor/session-kv@0.1.2";
+import { log } from "membrane:interceptor/host@0.2.0";
+import { get, set } from "membrane:interceptor/session-kv@0.2.0";
 import { parseConfig, refusal, review } from "./pinning.js";
 
 let config = { unlisted: "allow" };
@@ -34,13 +34,14 @@ export function init(text) {
 }
 
 export function intercept(message) {
-  const value = JSON.parse(message.json);
-  if (message.kind === "response") {
-    for (const name of review(value.result, store)) {
+  // Only the part of the message a decision needs is copied out of membrane.
+  if (message.kind() === "response") {
+    const result = JSON.parse(message.get("/result") ?? "null");
+    for (const name of review(result, store)) {
       log("warn", `tool '${name}' changed its definition since this session first listed it: its calls are refused`);
     }
     return { tag: "continue" };
   }
-  const why = refusal(value.params?.name, store, config);
+  const why = refusal(message.toolName(), store, config);
   return why === null ? { tag: "continue" } : { tag: "block", val: why };
 }

@@ -58,12 +58,17 @@ impl Plugin for RateLimit {
     }
 
     fn intercept(&self, message: &Message) -> Action {
-        match self.0.check(&message.json, now_secs(), &mut SessionCounter) {
+        // The tool's name is asked of membrane only when a budget is per tool.
+        let tool = self.0.counts_tools().then(|| message.tool_name()).flatten();
+        match self
+            .0
+            .check(tool.as_deref(), now_secs(), &mut SessionCounter)
+        {
             Ok(None) => Action::Continue,
             Ok(Some(reason)) => {
                 host::log(
                     Level::Info,
-                    &format!("session {}: {reason}", message.session_id),
+                    &format!("session {}: {reason}", message.session_id()),
                 );
                 Action::Block(reason)
             }

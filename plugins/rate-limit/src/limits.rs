@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::Value;
 use wildmatch::WildMatch;
 
 /// Session-scoped counters.
@@ -74,10 +73,16 @@ impl Limits {
         self.window.is_some()
     }
 
-    /// Counts the request and says why it is refused, if it is.
+    /// Whether a budget is kept per tool, so `check` needs the call's tool.
+    pub fn counts_tools(&self) -> bool {
+        !self.per_tool.is_empty()
+    }
+
+    /// Counts the request (a `tools/call` of `tool`, when it is one) and says why it is
+    /// refused, if it is.
     pub fn check(
         &self,
-        request: &str,
+        tool: Option<&str>,
         now_secs: u64,
         counter: &mut dyn Counter,
     ) -> Result<Option<String>, String> {
@@ -89,10 +94,10 @@ impl Limits {
             )));
         }
         if !self.per_tool.is_empty()
-            && let Some(tool) = tool_name(request)
+            && let Some(tool) = tool
         {
             for (glob, pattern, max) in &self.per_tool {
-                if pattern.matches(&tool) && counter.increment(&format!("tool:{glob}"))? > *max {
+                if pattern.matches(tool) && counter.increment(&format!("tool:{glob}"))? > *max {
                     return Ok(Some(format!(
                         "call budget exhausted for tool '{tool}': {max} calls per session"
                     )));
@@ -110,12 +115,6 @@ impl Limits {
         }
         Ok(None)
     }
-}
-
-/// The tool a `tools/call` request calls.
-fn tool_name(request: &str) -> Option<String> {
-    let request: Value = serde_json::from_str(request).ok()?;
-    Some(request.get("params")?.get("name")?.as_str()?.to_owned())
 }
 
 #[cfg(test)]
@@ -138,34 +137,32 @@ mod tests {
         }
     }
 
-    fn call(tool: &str) -> String {
-        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}"}}}}"#)
+    /// A `tools/call` of `tool`, as `check` sees it.
+    fn call(tool: &str) -> Option<&str> {
+        Some(tool)
     }
 
     #[test]
     fn refuses_calls_beyond_the_session_budget() {
         let limits = Limits::from_json(r#"{"max_calls":2}"#).unwrap();
         let mut counter = Memory::default();
-        assert_eq!(limits.check(&call("a"), 0, &mut counter), Ok(None));
-        assert_eq!(limits.check(&call("b"), 0, &mut counter), Ok(None));
-        let refused = limits.check(&call("a"), 0, &mut counter).unwrap().unwrap();
+        assert_eq!(limits.check(call("a"), 0, &mut counter), Ok(None));
+        assert_eq!(limits.check(call("b"), 0, &mut counter), Ok(None));
+        let refused = limits.check(call("a"), 0, &mut counter).unwrap().unwrap();
         assert_eq!(refused, "call budget exhausted: 2 calls per session");
         // A fresh session (counter) starts again.
-        assert_eq!(
-            limits.check(&call("a"), 0, &mut Memory::default()),
-            Ok(None)
-        );
+        assert_eq!(limits.check(call("a"), 0, &mut Memory::default()), Ok(None));
     }
 
     #[test]
     fn counts_tools_by_glob() {
         let limits = Limits::from_json(r#"{"per_tool":{"search_*":1}}"#).unwrap();
         let mut counter = Memory::default();
-        assert_eq!(limits.check(&call("search_web"), 0, &mut counter), Ok(None));
-        assert_eq!(limits.check(&call("echo"), 0, &mut counter), Ok(None));
-        assert_eq!(limits.check(&call("echo"), 0, &mut counter), Ok(None));
+        assert_eq!(limits.check(call("search_web"), 0, &mut counter), Ok(None));
+        assert_eq!(limits.check(call("echo"), 0, &mut counter), Ok(None));
+        assert_eq!(limits.check(call("echo"), 0, &mut counter), Ok(None));
         let refused = limits
-            .check(&call("search_docs"), 0, &mut counter)
+            .check(call("search_docs"), 0, &mut counter)
             .unwrap()
             .unwrap();
         assert!(refused.contains("'search_docs'"), "{refused}");
@@ -176,14 +173,14 @@ mod tests {
         let limits = Limits::from_json(r#"{"window_secs":10,"max_per_window":1}"#).unwrap();
         assert!(limits.needs_clock());
         let mut counter = Memory::default();
-        assert_eq!(limits.check(&call("a"), 100, &mut counter), Ok(None));
+        assert_eq!(limits.check(call("a"), 100, &mut counter), Ok(None));
         assert!(
             limits
-                .check(&call("a"), 105, &mut counter)
+                .check(call("a"), 105, &mut counter)
                 .unwrap()
                 .is_some()
         );
-        assert_eq!(limits.check(&call("a"), 110, &mut counter), Ok(None));
+        assert_eq!(limits.check(call("a"), 110, &mut counter), Ok(None));
         assert_eq!(
             counter.0.len(),
             1,

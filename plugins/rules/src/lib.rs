@@ -45,36 +45,39 @@ impl Plugin for Rules {
     }
 
     fn intercept(&self, message: &Message) -> Action {
+        let method = message.method();
         let envelope = Envelope {
-            kind: match message.kind {
+            kind: match message.kind() {
                 MessageKind::Request => ruleset::Kind::Request,
                 MessageKind::Notification => ruleset::Kind::Notification,
                 MessageKind::Response => ruleset::Kind::Response,
                 MessageKind::Error => ruleset::Kind::Error,
             },
-            direction: match message.direction {
+            direction: match message.direction() {
                 Direction::ClientToServer => ruleset::Direction::ClientToServer,
                 Direction::ServerToClient => ruleset::Direction::ServerToClient,
             },
-            method: message.method.as_deref(),
-            json: &message.json,
+            method: method.as_deref(),
+            tool: self.0.reads_tools().then(|| message.tool_name()).flatten(),
         };
         let Some((index, action)) = self.0.first_match(&envelope) else {
             return Action::Continue;
         };
         host::log(
             Level::Debug,
-            &format!("rules[{index}] matched frame {}", message.frame_id),
+            &format!("rules[{index}] matched frame {}", message.frame_id()),
         );
         match action {
             ruleset::Action::Pause(millis) => Action::Pause(*millis),
             ruleset::Action::Delay { millis, then } => Action::Delay {
                 millis: *millis,
-                then: verdict(then, index, &message.json),
+                then: verdict(then, index, message),
             },
-            ruleset::Action::Verdict(then) => match verdict(then, index, &message.json) {
+            ruleset::Action::Verdict(then) => match verdict(then, index, message) {
                 Verdict::Continue => Action::Continue,
                 Verdict::Modify(json) => Action::Modify(json),
+                Verdict::Edit(edits) => Action::Edit(edits),
+                Verdict::Patch(patch) => Action::Patch(patch),
                 Verdict::Block(reason) => Action::Block(reason),
                 Verdict::Mock(result) => Action::Mock(result),
             },
@@ -84,12 +87,12 @@ impl Plugin for Rules {
 
 /// The verdict for this message; a `modify` that cannot be applied lets the message through
 /// unchanged rather than half-edited.
-fn verdict(verdict: &ruleset::Verdict, index: usize, json: &str) -> Verdict {
+fn verdict(verdict: &ruleset::Verdict, index: usize, message: &Message) -> Verdict {
     match verdict {
         ruleset::Verdict::Continue => Verdict::Continue,
         ruleset::Verdict::Block(reason) => Verdict::Block(reason.clone()),
         ruleset::Verdict::Mock(result) => Verdict::Mock(result.clone()),
-        ruleset::Verdict::Modify(edits) => match edits.apply(json) {
+        ruleset::Verdict::Modify(edits) => match edits.apply(&message.json()) {
             Ok(json) => Verdict::Modify(json),
             Err(e) => {
                 let line = format!("rules[{index}]: cannot modify message: {e}");

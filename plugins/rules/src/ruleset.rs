@@ -1,8 +1,6 @@
 //! The rule list: parsing and validating the configuration, the filters it implies, and
 //! finding the first rule that matches a message. Independent of the bindings.
 
-use std::cell::OnceCell;
-
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use wildmatch::WildMatch;
@@ -47,7 +45,8 @@ pub struct Envelope<'a> {
     pub kind: Kind,
     pub direction: Direction,
     pub method: Option<&'a str>,
-    pub json: &'a str,
+    /// The tool a `tools/call` request names, when some rule matches by tool.
+    pub tool: Option<String>,
 }
 
 /// What one rule wants to see; each empty list means "any".
@@ -201,20 +200,20 @@ impl Rule {
         })
     }
 
-    /// `tool` caches the called tool's name, parsed from the message at most once.
-    fn matches(&self, message: &Envelope, tool: &OnceCell<Option<String>>) -> bool {
+    fn matches(&self, message: &Envelope) -> bool {
         self.direction.is_none_or(|d| d == message.direction)
             && self.kind.is_none_or(|k| k == message.kind)
             // A message without a known method matches only a glob that accepts "".
             && self.method_glob.matches(message.method.unwrap_or_default())
             && self.tool.as_ref().is_none_or(|glob| {
-                let name = tool.get_or_init(|| tool_name(message.json));
-                name.as_deref().is_some_and(|name| glob.matches(name))
+                message.kind == Kind::Request
+                    && message.tool.as_deref().is_some_and(|name| glob.matches(name))
             })
     }
 }
 
 /// `params.name` of a request, read without building the whole document.
+#[cfg(test)]
 fn tool_name(json: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct Request {
@@ -262,12 +261,16 @@ impl Ruleset {
             .collect()
     }
 
+    /// Whether some rule matches by the tool a call names.
+    pub fn reads_tools(&self) -> bool {
+        self.0.iter().any(|rule| rule.tool.is_some())
+    }
+
     /// The position and action of the first rule matching `message`.
     pub fn first_match(&self, message: &Envelope) -> Option<(usize, &Action)> {
-        let tool = OnceCell::new();
         self.0
             .iter()
-            .position(|rule| rule.matches(message, &tool))
+            .position(|rule| rule.matches(message))
             .map(|index| (index, &self.0[index].action))
     }
 }
@@ -296,7 +299,7 @@ mod tests {
             kind: Kind::Request,
             direction: Direction::ClientToServer,
             method: Some(method),
-            json,
+            tool: tool_name(json),
         }
     }
 
@@ -426,7 +429,7 @@ mod tests {
             kind: Kind::Notification,
             direction: Direction::ServerToClient,
             method: None,
-            json: "{}",
+            tool: None,
         };
         assert_eq!(rules.first_match(&notification).unwrap().0, 2);
     }
@@ -439,7 +442,7 @@ mod tests {
             kind: Kind::Response,
             direction: Direction::ServerToClient,
             method: Some("tools/call"),
-            json: r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            tool: Some("echo".into()),
         };
         assert!(rules.first_match(&response).is_none());
         assert!(

@@ -1,7 +1,7 @@
-//! What membrane offers a plugin: its log, the session's key-value store (capability
-//! `session-kv`, which the operator grants), and the session's principal. On wasm32 these call
-//! membrane; natively they work in memory, per thread, for unit tests (see
-//! [`crate::testing`]).
+//! What membrane offers a plugin: its log, and the session's key-value store (capability
+//! `session-kv`, which the operator grants). The session's principal is read off the message
+//! ([`crate::Message::principal`]). On wasm32 these call membrane; natively they work in
+//! memory, per thread, for unit tests (see [`crate::testing`]).
 
 /// A log line's level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,22 +40,6 @@ pub fn log(level: Level, message: &str) {
     }
     #[cfg(not(target_arch = "wasm32"))]
     native::log(level, message);
-}
-
-/// The principal of the current message's session; none when clients are not authenticated.
-pub fn principal() -> Option<Principal> {
-    #[cfg(target_arch = "wasm32")]
-    {
-        let principal = crate::bindings::membrane::interceptor::identity::session_principal()?;
-        Some(Principal {
-            subject: principal.subject,
-            issuer: principal.issuer,
-            scopes: principal.scopes,
-            claims: serde_json::from_str(&principal.claims).unwrap_or_default(),
-        })
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    native::principal()
 }
 
 /// State kept with the current message's session, private to the plugin, shared by all its

@@ -2,9 +2,12 @@
 //! implements [`Plugin`] (an `init` that reads the operator's configuration and says which
 //! messages the plugin wants, and an `intercept` that decides on each), exported with
 //! [`export!`]. The SDK carries the glue to the WIT contract (`membrane:interceptor`), so a
-//! plugin's code is its policy only; typed helpers read a message ([`Message::tool_call`],
-//! [`Message::pointer`]) and build actions ([`Action::block`], [`Action::modify`]); the host's
-//! services are in [`host`]. Built for anything but wasm32, the same code runs natively, with
+//! plugin's code is its policy only. A [`Message`] is read on demand (contract 0.2): asking
+//! for a tool's name ([`Message::tool_name`]) or one value ([`Message::get`]) copies only that
+//! into the plugin. Typed helpers read a message ([`Message::tool_call`],
+//! [`Message::pointer`]) and build actions ([`Action::block`], [`Action::modify`], or
+//! [`Action::edit`] and [`Action::patch`], which change a message without rebuilding it); the
+//! host's services are in [`host`]. Built for anything but wasm32, the same code runs natively, with
 //! [`testing`] to build messages and an in-memory session store, so a plugin's decisions are
 //! unit-tested with `cargo test`.
 //!
@@ -103,12 +106,42 @@ impl Filter {
     }
 }
 
+/// One change at a JSON pointer: a value set (JSON text) or removed. Setting an object's
+/// member adds or replaces it; setting an array's index replaces that element, `-` appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    pub pointer: String,
+    pub value: Option<String>,
+}
+
+impl Edit {
+    /// Sets `value` at `pointer`.
+    pub fn set(pointer: impl Into<String>, value: &serde_json::Value) -> Self {
+        Edit {
+            pointer: pointer.into(),
+            value: Some(value.to_string()),
+        }
+    }
+
+    /// Removes the value at `pointer` (none there is not an error).
+    pub fn remove(pointer: impl Into<String>) -> Self {
+        Edit {
+            pointer: pointer.into(),
+            value: None,
+        }
+    }
+}
+
 /// A final decision, as used after a delay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Continue,
     /// Replace the message with this JSON-RPC message (JSON text).
     Modify(String),
+    /// Change the message by these edits, in order.
+    Edit(Vec<Edit>),
+    /// Change the message by this JSON Patch (RFC 6902, JSON text).
+    Patch(String),
     /// Do not deliver: a request is answered with a JSON-RPC error carrying this reason, an
     /// answer is replaced by one, a notification is dropped.
     Block(String),
@@ -121,6 +154,8 @@ pub enum Verdict {
 pub enum Action {
     Continue,
     Modify(String),
+    Edit(Vec<Edit>),
+    Patch(String),
     Block(String),
     Mock(String),
     /// Hold the message for an operator, at most this many milliseconds.
@@ -141,6 +176,17 @@ impl Action {
     /// Replaces the message with `message` (a whole JSON-RPC message).
     pub fn modify(message: &serde_json::Value) -> Self {
         Action::Modify(message.to_string())
+    }
+
+    /// Changes the message by `edits`, in order: membrane makes them, the plugin never holds
+    /// the whole message.
+    pub fn edit(edits: impl IntoIterator<Item = Edit>) -> Self {
+        Action::Edit(edits.into_iter().collect())
+    }
+
+    /// Changes the message by a JSON Patch (RFC 6902): an array of operations.
+    pub fn patch(operations: &serde_json::Value) -> Self {
+        Action::Patch(operations.to_string())
     }
 
     /// Answers a request with `result` instead of delivering it.
@@ -182,7 +228,7 @@ macro_rules! export {
                     $crate::glue::init::<$plugin>(&PLUGIN, &config)
                 }
 
-                fn intercept(message: $crate::bindings::Message) -> $crate::bindings::Action {
+                fn intercept(message: &$crate::bindings::Message) -> $crate::bindings::Action {
                     $crate::glue::intercept::<$plugin>(&PLUGIN, message)
                 }
             }
@@ -199,7 +245,7 @@ pub mod glue {
     use std::sync::OnceLock;
 
     use crate::bindings::membrane::interceptor::types as wit;
-    use crate::{Action, Direction, Filter, Message, MessageKind, Plugin, Transport, Verdict};
+    use crate::{Action, Direction, Edit, Filter, MessageKind, Plugin, Transport, Verdict};
 
     pub fn init<P: Plugin>(plugin: &OnceLock<P>, config: &str) -> Result<Vec<wit::Filter>, String> {
         let (instance, filters) = P::init(config)?;
@@ -209,36 +255,35 @@ pub mod glue {
         Ok(filters.into_iter().map(filter).collect())
     }
 
-    pub fn intercept<P: Plugin>(plugin: &OnceLock<P>, message: wit::Message) -> wit::Action {
+    #[cfg(target_arch = "wasm32")]
+    pub fn intercept<P: Plugin>(plugin: &OnceLock<P>, message: &wit::Message) -> wit::Action {
         // Fail closed: a plugin that was never configured lets nothing through.
         let Some(plugin) = plugin.get() else {
             return wit::Action::Block("the plugin is not initialised".to_owned());
         };
-        action(plugin.intercept(&from_wit(message)))
+        action(plugin.intercept(&crate::Message::lent(message)))
     }
 
-    fn from_wit(message: wit::Message) -> Message {
-        Message {
-            json: message.json,
-            kind: match message.kind {
-                wit::MessageKind::Request => MessageKind::Request,
-                wit::MessageKind::Notification => MessageKind::Notification,
-                wit::MessageKind::Response => MessageKind::Response,
-                wit::MessageKind::Error => MessageKind::Error,
-            },
-            method: message.method,
-            id: message.id,
-            direction: match message.direction {
-                wit::Direction::ClientToServer => Direction::ClientToServer,
-                wit::Direction::ServerToClient => Direction::ServerToClient,
-            },
-            session_id: message.session_id,
-            transport: match message.transport {
-                wit::TransportType::Stdio => Transport::Stdio,
-                wit::TransportType::StreamableHttp => Transport::StreamableHttp,
-            },
-            protocol_version: message.protocol_version,
-            frame_id: message.frame_id,
+    pub fn kind(kind: wit::MessageKind) -> MessageKind {
+        match kind {
+            wit::MessageKind::Request => MessageKind::Request,
+            wit::MessageKind::Notification => MessageKind::Notification,
+            wit::MessageKind::Response => MessageKind::Response,
+            wit::MessageKind::Error => MessageKind::Error,
+        }
+    }
+
+    pub fn direction(direction: wit::Direction) -> Direction {
+        match direction {
+            wit::Direction::ClientToServer => Direction::ClientToServer,
+            wit::Direction::ServerToClient => Direction::ServerToClient,
+        }
+    }
+
+    pub fn transport(transport: wit::TransportType) -> Transport {
+        match transport {
+            wit::TransportType::Stdio => Transport::Stdio,
+            wit::TransportType::StreamableHttp => Transport::StreamableHttp,
         }
     }
 
@@ -266,19 +311,35 @@ pub mod glue {
         }
     }
 
+    fn edits(edits: Vec<Edit>) -> wit::Change {
+        wit::Change::Edits(
+            edits
+                .into_iter()
+                .map(|edit| wit::Edit {
+                    pointer: edit.pointer,
+                    value: edit.value,
+                })
+                .collect(),
+        )
+    }
+
     fn verdict(verdict: Verdict) -> wit::Verdict {
         match verdict {
             Verdict::Continue => wit::Verdict::Continue,
-            Verdict::Modify(json) => wit::Verdict::Modify(json),
+            Verdict::Modify(json) => wit::Verdict::Modify(wit::Change::Replace(json)),
+            Verdict::Edit(list) => wit::Verdict::Modify(edits(list)),
+            Verdict::Patch(patch) => wit::Verdict::Modify(wit::Change::Patch(patch)),
             Verdict::Block(reason) => wit::Verdict::Block(reason),
             Verdict::Mock(result) => wit::Verdict::Mock(result),
         }
     }
 
-    fn action(action: Action) -> wit::Action {
+    pub fn action(action: Action) -> wit::Action {
         match action {
             Action::Continue => wit::Action::Continue,
-            Action::Modify(json) => wit::Action::Modify(json),
+            Action::Modify(json) => wit::Action::Modify(wit::Change::Replace(json)),
+            Action::Edit(list) => wit::Action::Modify(edits(list)),
+            Action::Patch(patch) => wit::Action::Modify(wit::Change::Patch(patch)),
             Action::Block(reason) => wit::Action::Block(reason),
             Action::Mock(result) => wit::Action::Mock(result),
             Action::Pause(millis) => wit::Action::Pause(millis),
@@ -329,10 +390,11 @@ mod tests {
 
     #[test]
     fn a_tool_call_is_read_from_the_params_whatever_the_spacing() {
-        let mut message = testing::tool_call("x", json!({}));
-        message.json = r#"{ "jsonrpc" : "2.0", "id" : 3, "method" : "tools/call",
-            "params" : { "name" : "delete_x", "arguments" : { "path" : "/etc" } } }"#
-            .to_owned();
+        let message = testing::with_json(
+            testing::tool_call("x", json!({})),
+            r#"{ "jsonrpc" : "2.0", "id" : 3, "method" : "tools/call",
+            "params" : { "name" : "delete_x", "arguments" : { "path" : "/etc" } } }"#,
+        );
         let call = message.tool_call().unwrap();
         assert_eq!(call.name, "delete_x");
         assert_eq!(call.arguments["path"], "/etc");
@@ -346,6 +408,20 @@ mod tests {
         assert!(answer.tool_call().is_none());
         let other = testing::request("tools/list", json!({}));
         assert!(other.tool_call().is_none());
+    }
+
+    #[test]
+    fn an_answer_names_the_tool_of_its_request() {
+        let call = testing::tool_call("search", json!({"query": "rust"}));
+        let answer = testing::answer(&call, json!({"content": []}));
+        assert_eq!(answer.tool_name().as_deref(), Some("search"));
+        assert_eq!(
+            answer.request_get("/params/arguments/query").as_deref(),
+            Some(r#""rust""#)
+        );
+        assert!(answer.tool_call().is_none(), "an answer is not a call");
+        let list = testing::response("tools/list", json!({"tools": []}));
+        assert_eq!(list.tool_name(), None);
     }
 
     #[test]

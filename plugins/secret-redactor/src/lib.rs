@@ -39,14 +39,14 @@ impl Plugin for SecretRedactor {
     }
 
     fn intercept(&self, message: &Message) -> Action {
-        match self.0.redact_message(&message.json) {
+        match self.0.redact_message(&message.json()) {
             Ok(None) => Action::Continue,
             Ok(Some(redacted)) => {
                 let line = format!(
                     "redacted {} in the answer to {} (frame {})",
                     redacted.summary(),
-                    message.method.as_deref().unwrap_or("?"),
-                    message.frame_id
+                    message.method().as_deref().unwrap_or("?"),
+                    message.frame_id()
                 );
                 host::log(Level::Info, &line);
                 Action::Modify(redacted.json)

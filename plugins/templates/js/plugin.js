@@ -14,6 +14,6 @@ export function init(config) {
 }
 
 export function intercept(message) {
-  const reason = checkCall(policy, message.json);
+  const reason = checkCall(policy, message.json());
   return reason === null ? { tag: "continue" } : { tag: "block", val: reason };
 }

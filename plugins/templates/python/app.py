@@ -29,5 +29,5 @@ class WitWorld(wit_world.WitWorld):
         ]
 
     def intercept(self, message: types.Message) -> types.Action:
-        reason = POLICY.check_call(message.json)
+        reason = POLICY.check_call(message.json())
         return types.Action_Continue() if reason is None else types.Action_Block(reason)

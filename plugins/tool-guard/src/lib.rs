@@ -28,11 +28,11 @@ pub struct ToolGuard(Policy);
 
 impl ToolGuard {
     /// The session's principal, asked of membrane only when the policy depends on it.
-    fn caller(&self) -> Option<Caller> {
+    fn caller(&self, message: &Message) -> Option<Caller> {
         if !self.0.asks_who() {
             return None;
         }
-        host::principal().map(|principal| Caller {
+        message.principal().map(|principal| Caller {
             subject: principal.subject,
             claims: serde_json::Value::Object(principal.claims),
         })
@@ -55,11 +55,18 @@ impl Plugin for ToolGuard {
 
     fn intercept(&self, message: &Message) -> Action {
         let policy = &self.0;
-        match (message.kind, message.direction, message.method.as_deref()) {
+        match (
+            message.kind(),
+            message.direction(),
+            message.method().as_deref(),
+        ) {
             (MessageKind::Request, Direction::ClientToServer, Some("tools/call")) => {
-                match policy.check_call(&message.json, self.caller().as_ref()) {
+                // Only the tool's name is copied in; the arguments only when a pattern applies.
+                let arguments = || message.pointer("/params/arguments");
+                let caller = self.caller(message);
+                match policy.check(message.tool_name().as_deref(), arguments, caller.as_ref()) {
                     Some(reason) => {
-                        let line = format!("blocked frame {}: {reason}", message.frame_id);
+                        let line = format!("blocked frame {}: {reason}", message.frame_id());
                         host::log(Level::Debug, &line);
                         Action::Block(reason)
                     }
@@ -70,7 +77,7 @@ impl Plugin for ToolGuard {
                 if policy.filters_lists() =>
             {
                 policy
-                    .filter_list(&message.json, self.caller().as_ref())
+                    .filter_list(&message.json(), self.caller(message).as_ref())
                     .map_or(Action::Continue, Action::Modify)
             }
             // Outside the filters declared by `init`: not delivered, passed on if it is.

@@ -1,12 +1,9 @@
 //! The guard's policy: its configuration and the decisions on `tools/call` requests and
 //! `tools/list` results, as plain functions over JSON text so they can be tested natively.
 
-use std::borrow::Cow;
-
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 use wildmatch::WildMatch;
 
 /// The configuration as the operator writes it.
@@ -99,9 +96,16 @@ impl Only {
         let Some(caller) = caller else {
             return false; // nobody authenticated: these tools are off limits
         };
-        let by_subject = self.subjects.iter().any(|glob| glob.matches(&caller.subject));
+        let by_subject = self
+            .subjects
+            .iter()
+            .any(|glob| glob.matches(&caller.subject));
         let by_claim = self.claim.as_ref().is_some_and(|(claim, any_of)| {
-            let holds = |value: &Value| value.as_str().is_some_and(|v| any_of.iter().any(|a| a == v));
+            let holds = |value: &Value| {
+                value
+                    .as_str()
+                    .is_some_and(|v| any_of.iter().any(|a| a == v))
+            };
             match &caller.claims[claim] {
                 Value::Array(values) => values.iter().any(holds),
                 value => holds(value),
@@ -207,20 +211,30 @@ impl Policy {
             .find(|rule| !rule.admits(caller))
     }
 
-    /// The reason to block a `tools/call` request, or `None` to let it through. A request
+    /// The reason to block a `tools/call` request, or `None` to let it through: the call's
+    /// `tool`, and its `arguments`, read only when a pattern applies to the tool. A request
     /// without a tool name is blocked, since no policy can be applied to it.
-    pub fn check_call(&self, json: &str, caller: Option<&Caller>) -> Option<String> {
-        // Only the name is read up front; the arguments are parsed only when a pattern applies.
-        let Ok(call) = serde_json::from_str::<Call<'_>>(json) else {
+    pub fn check(
+        &self,
+        tool: Option<&str>,
+        arguments: impl FnOnce() -> Option<Value>,
+        caller: Option<&Caller>,
+    ) -> Option<String> {
+        let Some(tool) = tool else {
             return Some("tools/call request has no tool name".to_owned());
         };
-        let tool = &*call.params.name;
         if let Some(refusal) = self.refusal_by_name(tool) {
             return Some(refusal);
         }
         if let Some(rule) = self.refusing(tool, caller) {
-            let who = caller.map_or("an unauthenticated caller".to_owned(), |c| format!("'{}'", c.subject));
-            return Some(rule.reason.clone().unwrap_or_else(|| format!("tool '{tool}' is not for {who}")));
+            let who = caller.map_or("an unauthenticated caller".to_owned(), |c| {
+                format!("'{}'", c.subject)
+            });
+            return Some(
+                rule.reason
+                    .clone()
+                    .unwrap_or_else(|| format!("tool '{tool}' is not for {who}")),
+            );
         }
         let mut patterns = self
             .deny_arguments
@@ -228,13 +242,22 @@ impl Policy {
             .filter(|(glob, ..)| glob.matches(tool))
             .peekable();
         patterns.peek()?;
-        let arguments = call
-            .params
-            .arguments
-            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-            .unwrap_or(Value::Null);
+        let arguments = arguments().unwrap_or(Value::Null);
         let (.., reason) = patterns.find(|(_, regex, _)| any_string_matches(&arguments, regex))?;
-        Some(reason.clone().unwrap_or_else(|| format!("arguments of tool '{tool}' match a blocked pattern")))
+        Some(
+            reason
+                .clone()
+                .unwrap_or_else(|| format!("arguments of tool '{tool}' match a blocked pattern")),
+        )
+    }
+
+    /// [`Policy::check`] of a whole `tools/call` request's JSON text.
+    #[cfg(test)]
+    pub fn check_call(&self, json: &str, caller: Option<&Caller>) -> Option<String> {
+        let call = serde_json::from_str::<Value>(json).ok();
+        let params = call.as_ref().and_then(|call| call.get("params"));
+        let tool = params.and_then(|params| params.get("name")?.as_str());
+        self.check(tool, || params?.get("arguments").cloned(), caller)
     }
 
     /// A `tools/list` response without the tools this policy refuses `caller` by name, or
@@ -246,7 +269,11 @@ impl Policy {
             .get_mut("tools")?
             .as_array_mut()?;
         let listed = tools.len();
-        tools.retain(|tool| tool["name"].as_str().is_none_or(|name| self.permits(name, caller)));
+        tools.retain(|tool| {
+            tool["name"]
+                .as_str()
+                .is_none_or(|name| self.permits(name, caller))
+        });
         (tools.len() != listed).then(|| message.to_string())
     }
 }
@@ -312,7 +339,9 @@ mod tests {
     fn blocks_calls_by_name() {
         let policy = policy(json!({"deny": ["shell"]}));
         assert_eq!(
-            policy.check_call(&call("shell", json!({})), None).as_deref(),
+            policy
+                .check_call(&call("shell", json!({})), None)
+                .as_deref(),
             Some("tool 'shell' is blocked by policy")
         );
         assert_eq!(policy.check_call(&call("echo", json!({})), None), None);
@@ -342,7 +371,10 @@ mod tests {
                 .check_call(&call("echo", json!({"q": "PassWord"})), None)
                 .is_some()
         );
-        assert_eq!(policy.check_call(&call("echo", json!({"n": 3})), None), None);
+        assert_eq!(
+            policy.check_call(&call("echo", json!({"n": 3})), None),
+            None
+        );
     }
 
     #[test]
@@ -384,12 +416,19 @@ mod tests {
         assert!(policy.permits("admin", Some(&other)) && !policy.permits("admin", Some(&member)));
         assert!(policy.permits("echo", None), "other tools are for everyone");
         assert_eq!(
-            policy.check_call(&call("deploy_prod", json!({})), Some(&other)).as_deref(),
+            policy
+                .check_call(&call("deploy_prod", json!({})), Some(&other))
+                .as_deref(),
             Some("tool 'deploy_prod' is not for 'ops-bob'")
         );
         let list = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"deploy_prod"}]}}"#;
         assert!(policy.filter_list(list, Some(&member)).is_none());
-        assert!(policy.filter_list(list, Some(&other)).unwrap().contains("echo"));
+        assert!(
+            policy
+                .filter_list(list, Some(&other))
+                .unwrap()
+                .contains("echo")
+        );
         assert!(Policy::from_json(r#"{"only": [{"tools": ["x"]}]}"#).is_err());
     }
 
@@ -404,14 +443,26 @@ mod tests {
             "only": [{"tools": ["deploy"], "subjects": ["ci"], "reason": "deploys run from CI"}]
         }));
         let reason = |name: &str, arguments: Value| policy.check_call(&call(name, arguments), None);
-        assert_eq!(reason("drop_table", json!({})).as_deref(), Some("destructive tools need a ticket"));
-        assert_eq!(reason("shell", json!({})).as_deref(), Some("tool 'shell' is blocked by policy"));
-        assert_eq!(reason("run", json!({"c": "rm -rf /"})).as_deref(), Some("no recursive deletes"));
+        assert_eq!(
+            reason("drop_table", json!({})).as_deref(),
+            Some("destructive tools need a ticket")
+        );
+        assert_eq!(
+            reason("shell", json!({})).as_deref(),
+            Some("tool 'shell' is blocked by policy")
+        );
+        assert_eq!(
+            reason("run", json!({"c": "rm -rf /"})).as_deref(),
+            Some("no recursive deletes")
+        );
         assert_eq!(
             reason("run", json!({"c": "sudo ls"})).as_deref(),
             Some("arguments of tool 'run' match a blocked pattern")
         );
-        assert_eq!(reason("deploy", json!({})).as_deref(), Some("deploys run from CI"));
+        assert_eq!(
+            reason("deploy", json!({})).as_deref(),
+            Some("deploys run from CI")
+        );
         assert!(!policy.permits("delete_x", None), "hidden from lists too");
         let unknown = Policy::from_json(r#"{"deny": [{"tools": ["x"], "why": "y"}]}"#);
         assert!(unknown.is_err(), "a rule without a reason is refused");
@@ -421,19 +472,4 @@ mod tests {
     fn hiding_can_be_turned_off() {
         assert!(!policy(json!({"deny": ["x"], "hide_denied": false})).filters_lists());
     }
-}
-
-/// The parts of a `tools/call` request the guard reads, borrowed from the message text.
-#[derive(Deserialize)]
-struct Call<'a> {
-    #[serde(borrow)]
-    params: CallParams<'a>,
-}
-
-#[derive(Deserialize)]
-struct CallParams<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(borrow, default)]
-    arguments: Option<&'a RawValue>,
 }
