@@ -8,6 +8,9 @@
 //! - `chain_of_three_1KiB`: a 1 KiB `tools/call` that three plugins all want (tool-guard,
 //!   rate-limit counting in the session store, rules), against one full `Value` parse of it
 //!   and against the tool-guard call alone.
+//! - `contract_floor`: a call into a plugin that reads nothing of the message, on 1 KiB and
+//!   64 KiB: `counter` on contract 0.2 (the message lent as a handle) against `legacy-0-1-1`
+//!   on 0.1 (the message's text and envelope lowered into the plugin whole).
 //! - `instantiation`: a tool-guard call on a warm instance against the same call on a fresh
 //!   instance (`fresh_instances`: instantiate, `init`, call), with wasmtime's pooling allocator
 //!   and with on-demand allocation.
@@ -237,6 +240,41 @@ fn chain_of_three(c: &mut Criterion) {
     group.finish();
 }
 
+fn contract_floor(c: &mut Criterion) {
+    let rt = runtime();
+    let (counter, legacy) = rt.block_on(async {
+        let engine = PluginEngine::new(EngineOptions::default()).unwrap();
+        let limits = PluginLimits::default();
+        let counter = load_with(
+            &engine,
+            "counter",
+            json!({}),
+            limits,
+            &[Capability::Log],
+            None,
+        );
+        let grants = [Capability::Log, Capability::SessionKv];
+        let legacy = load_with(&engine, "legacy-0-1-1", json!({}), limits, &grants, None);
+        (counter.await, legacy.await)
+    });
+    let mut group = c.benchmark_group("contract_floor");
+    for size in [1024, 64 * 1024] {
+        let ctx = call_context(size);
+        for (name, plugin) in [
+            ("baseline: 0.1 plugin reading nothing", &legacy),
+            ("counter (0.2)", &counter),
+        ] {
+            group.bench_with_input(BenchmarkId::new(name, size), &ctx, |b, ctx| {
+                b.to_async(&rt).iter(|| async {
+                    let action = plugin.intercept(ctx).await.unwrap();
+                    assert_eq!(action, InterceptAction::Continue);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn instantiation(c: &mut Criterion) {
     let rt = runtime();
     let ctx = call_context(1024);
@@ -279,5 +317,12 @@ fn instantiation(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fast_path, wasm_call, chain_of_three, instantiation);
+criterion_group!(
+    benches,
+    fast_path,
+    wasm_call,
+    chain_of_three,
+    contract_floor,
+    instantiation
+);
 criterion_main!(benches);

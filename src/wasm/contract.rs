@@ -313,3 +313,83 @@ fn edited(message: &Message, edits: Vec<wit::Edit>) -> Result<Message, Intercept
     }
     Ok(Message::from_value(&value))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn change(change: wit::Change) -> Result<serde_json::Value, String> {
+        let message = Message::from_value(&json!({
+            "jsonrpc": "2.0", "id": 1, "result": {"content": [{"text": "a"}, {"text": "b"}], "n": 1}
+        }));
+        let changed = changed(&message, change).map_err(|e| e.0)?;
+        changed.to_value().map_err(|e| e.to_string())
+    }
+
+    fn edit(pointer: &str, value: Option<&str>) -> wit::Edit {
+        wit::Edit {
+            pointer: pointer.into(),
+            value: value.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn edits_set_replace_append_and_remove_in_order() {
+        let edited = change(wit::Change::Edits(vec![
+            edit("/result/content/0/text", Some(r#""x""#)),
+            edit("/result/content/-", Some(r#"{"text": "c"}"#)),
+            edit("/result/n", None),
+            edit("/result/missing", None),
+            edit("/result/flag", Some("true")),
+        ]))
+        .unwrap();
+        assert_eq!(
+            edited["result"],
+            json!({"content": [{"text": "x"}, {"text": "b"}, {"text": "c"}], "flag": true})
+        );
+        let removed = change(wit::Change::Edits(vec![edit("/result/content/0", None)])).unwrap();
+        assert_eq!(removed["result"]["content"], json!([{"text": "b"}]));
+    }
+
+    #[test]
+    fn a_json_patch_applies_or_says_why_not() {
+        let patch = r#"[{"op": "replace", "path": "/result/n", "value": 2},
+                        {"op": "remove", "path": "/result/content/1"}]"#;
+        let patched = change(wit::Change::Patch(patch.into())).unwrap();
+        assert_eq!(
+            patched["result"],
+            json!({"content": [{"text": "a"}], "n": 2})
+        );
+        let missing = r#"[{"op": "remove", "path": "/result/nope"}]"#;
+        assert!(
+            change(wit::Change::Patch(missing.into()))
+                .unwrap_err()
+                .contains("does not apply")
+        );
+        assert!(
+            change(wit::Change::Patch("{}".into()))
+                .unwrap_err()
+                .contains("not a JSON Patch")
+        );
+    }
+
+    #[test]
+    fn bad_edits_are_refused_with_their_pointer() {
+        for (edit, why) in [
+            (edit("result", Some("1")), "not a JSON pointer"),
+            (edit("/nope/x", Some("1")), "no value holds it"),
+            (edit("/result/content/9", Some("1")), "past the end"),
+            (edit("/result/content/x", Some("1")), "not an index"),
+            (edit("/result/n", Some("{")), "not JSON"),
+            (
+                edit("/result/n/x", Some("1")),
+                "neither an object nor an array",
+            ),
+        ] {
+            let error = change(wit::Change::Edits(vec![edit])).unwrap_err();
+            assert!(error.contains(why), "{error}");
+        }
+    }
+}

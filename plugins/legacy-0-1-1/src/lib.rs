@@ -2,7 +2,9 @@
 //! (`wit/released/0.1.1`), as plugins were before 0.2. membrane's tests load it beside 0.2
 //! plugins to prove the older line keeps working: it counts a session's `tools/call` requests
 //! in `session-kv` (new in 0.1.1) and blocks those whose text names the tool in its
-//! configuration (`{"block": "NAME"}`), saying which call of the session it was.
+//! configuration (`{"block": "NAME"}`), saying which call of the session it was. Configured
+//! with `{}`, it only lets calls through, reading nothing: `benches/chain.rs` sets it beside
+//! the 0.2 `counter` to measure what each contract line costs a call.
 
 #[cfg(target_arch = "wasm32")]
 mod plugin {
@@ -13,19 +15,20 @@ mod plugin {
     use membrane::interceptor::session_kv;
     use membrane::interceptor::types::{Direction, MessageKind};
 
-    static BLOCKED: OnceLock<String> = OnceLock::new();
+    /// `"name":"NAME"` as the blocked tool's call spells it; none to let everything through.
+    static BLOCKED: OnceLock<Option<String>> = OnceLock::new();
 
     struct Legacy;
 
     impl Guest for Legacy {
         fn init(config: String) -> Result<Vec<Filter>, String> {
-            // The config is `{"block": "NAME"}`: read by hand, this plugin has no JSON parser.
-            let name = config
-                .split('"')
-                .skip_while(|part| *part != "block")
-                .nth(2)
-                .ok_or("legacy-0-1-1: config must be {\"block\": \"NAME\"}")?;
-            BLOCKED.set(format!("\"name\":\"{name}\"")).ok();
+            // The config is `{"block": "NAME"}` or `{}`: read by hand, this plugin has no JSON
+            // parser.
+            let name = config.split('"').skip_while(|part| *part != "block").nth(2);
+            if name.is_none() && config.contains("block") {
+                return Err("legacy-0-1-1: config must be {\"block\": \"NAME\"} or {}".into());
+            }
+            BLOCKED.set(name.map(|name| format!("\"name\":\"{name}\""))).ok();
             Ok(vec![Filter {
                 methods: vec!["tools/call".into()],
                 directions: vec![Direction::ClientToServer],
@@ -34,14 +37,14 @@ mod plugin {
         }
 
         fn intercept(message: Message) -> Action {
+            let Some(Some(blocked)) = BLOCKED.get() else {
+                return Action::Continue;
+            };
             let call = session_kv::increment("calls", 1).unwrap_or(-1);
-            match BLOCKED.get() {
-                Some(blocked) if message.json.replace(' ', "").contains(blocked.as_str()) => {
-                    Action::Block(format!(
-                        "blocked by a 0.1.1 plugin (call {call} of the session)"
-                    ))
-                }
-                _ => Action::Continue,
+            if message.json.replace(' ', "").contains(blocked.as_str()) {
+                Action::Block(format!("blocked by a 0.1.1 plugin (call {call} of the session)"))
+            } else {
+                Action::Continue
             }
         }
     }

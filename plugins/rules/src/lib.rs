@@ -8,7 +8,9 @@
 //!
 //! ```toml
 //! method = "tools/call"            # required glob; `*` also matches answers of unknown method
-//! tool = "echo"                    # optional glob on `params.name`; implies kind = "request"
+//! tool = "echo"                    # optional glob on the called tool: of a request, or with
+//!                                  # kind = "response" or "error", of the call answered;
+//!                                  # without a kind, requests only
 //! direction = "client-to-server"   # optional: or "server-to-client"
 //! kind = "request"                 # optional: or "notification", "response", "error"
 //! action = "mock"                  # continue | block | mock | modify | pause | delay

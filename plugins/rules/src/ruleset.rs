@@ -45,7 +45,8 @@ pub struct Envelope<'a> {
     pub kind: Kind,
     pub direction: Direction,
     pub method: Option<&'a str>,
-    /// The tool a `tools/call` request names, when some rule matches by tool.
+    /// The tool a `tools/call` request names (or, for an answer, its request named), when
+    /// some rule matches by tool.
     pub tool: Option<String>,
 }
 
@@ -63,7 +64,7 @@ pub struct Rule {
     method_glob: WildMatch,
     tool: Option<WildMatch>,
     direction: Option<Direction>,
-    /// `Some(Kind::Request)` whenever `tool` is set or the action mocks.
+    /// `Some(Kind::Request)` whenever the action mocks, or `tool` is set without a kind.
     kind: Option<Kind>,
     action: Action,
 }
@@ -180,15 +181,16 @@ impl Rule {
                     ..
                 }
         );
-        let only_requests = match (raw.tool.is_some(), mocks) {
-            (true, _) => Some("\"tool\" only applies to requests"),
-            (false, true) => Some("\"mock\" only answers requests"),
-            (false, false) => None,
-        };
-        let kind = match (raw.kind, only_requests) {
-            (Some(kind), Some(error)) if kind != Kind::Request => return Err(error.to_owned()),
-            (None, Some(_)) => Some(Kind::Request),
-            (kind, _) => kind,
+        // A tool names a call: its request, or (with an explicit kind) the call's answer.
+        let kind = match (raw.kind, raw.tool.is_some(), mocks) {
+            (Some(kind), _, true) if kind != Kind::Request => {
+                return Err("\"mock\" only answers requests".to_owned());
+            }
+            (Some(Kind::Notification), true, _) => {
+                return Err("\"tool\" applies to requests and their answers".to_owned());
+            }
+            (None, true, _) | (None, _, true) => Some(Kind::Request),
+            (kind, ..) => kind,
         };
         Ok(Self {
             method_glob: WildMatch::new(&raw.method),
@@ -206,8 +208,7 @@ impl Rule {
             // A message without a known method matches only a glob that accepts "".
             && self.method_glob.matches(message.method.unwrap_or_default())
             && self.tool.as_ref().is_none_or(|glob| {
-                message.kind == Kind::Request
-                    && message.tool.as_deref().is_some_and(|name| glob.matches(name))
+                message.tool.as_deref().is_some_and(|name| glob.matches(name))
             })
     }
 }
@@ -373,8 +374,8 @@ mod tests {
                 "\"then\" does not apply",
             ),
             (
-                json!([{"method": "a", "kind": "response", "tool": "x", "action": "continue"}]),
-                "\"tool\" only applies to requests",
+                json!([{"method": "a", "kind": "notification", "tool": "x", "action": "continue"}]),
+                "\"tool\" applies to requests and their answers",
             ),
             (
                 json!([{"method": "a", "kind": "notification", "action": "mock", "result": 1}]),
@@ -435,7 +436,7 @@ mod tests {
     }
 
     #[test]
-    fn tool_rules_match_only_requests_naming_a_tool() {
+    fn tool_rules_match_requests_naming_a_tool_and_answers_only_when_asked() {
         let rules =
             ruleset(json!([{"method": "tools/call", "tool": "ec?o", "action": "continue"}]));
         let response = Envelope {
@@ -444,7 +445,7 @@ mod tests {
             method: Some("tools/call"),
             tool: Some("echo".into()),
         };
-        assert!(rules.first_match(&response).is_none());
+        assert!(rules.first_match(&response).is_none(), "requests by default");
         assert!(
             rules
                 .first_match(&request("tools/call", "{\"params\":{}}"))
@@ -452,6 +453,16 @@ mod tests {
         );
         let echo = call("echo");
         assert!(rules.first_match(&request("tools/call", &echo)).is_some());
+
+        let answers = ruleset(json!([{"method": "tools/call", "kind": "response",
+            "tool": "ec?o", "action": "continue"}]));
+        assert!(answers.first_match(&response).is_some());
+        let other = Envelope {
+            tool: Some("search".into()),
+            ..response
+        };
+        assert!(answers.first_match(&other).is_none());
+        assert!(answers.first_match(&request("tools/call", &echo)).is_none());
     }
 
     #[test]

@@ -55,12 +55,10 @@ impl Plugin for ToolGuard {
 
     fn intercept(&self, message: &Message) -> Action {
         let policy = &self.0;
-        match (
-            message.kind(),
-            message.direction(),
-            message.method().as_deref(),
-        ) {
-            (MessageKind::Request, Direction::ClientToServer, Some("tools/call")) => {
+        // `init`'s filters let through only `tools/call` requests and `tools/list` results, so
+        // the kind tells them apart: one question to membrane instead of three.
+        match message.kind() {
+            MessageKind::Request => {
                 // Only the tool's name is copied in; the arguments only when a pattern applies.
                 let arguments = || message.pointer("/params/arguments");
                 let caller = self.caller(message);
@@ -73,13 +71,9 @@ impl Plugin for ToolGuard {
                     None => Action::Continue,
                 }
             }
-            (MessageKind::Response, Direction::ServerToClient, Some("tools/list"))
-                if policy.filters_lists() =>
-            {
-                policy
-                    .filter_list(&message.json(), self.caller(message).as_ref())
-                    .map_or(Action::Continue, Action::Modify)
-            }
+            MessageKind::Response if policy.filters_lists() => policy
+                .filter_list(&message.json(), self.caller(message).as_ref())
+                .map_or(Action::Continue, Action::Modify),
             // Outside the filters declared by `init`: not delivered, passed on if it is.
             _ => Action::Continue,
         }
