@@ -28,7 +28,9 @@ mod plugin {
             if name.is_none() && config.contains("block") {
                 return Err("legacy-0-1-1: config must be {\"block\": \"NAME\"} or {}".into());
             }
-            BLOCKED.set(name.map(|name| format!("\"name\":\"{name}\""))).ok();
+            BLOCKED
+                .set(name.map(|name| format!("\"name\":\"{name}\"")))
+                .ok();
             Ok(vec![Filter {
                 methods: vec!["tools/call".into()],
                 directions: vec![Direction::ClientToServer],
@@ -42,7 +44,9 @@ mod plugin {
             };
             let call = session_kv::increment("calls", 1).unwrap_or(-1);
             if message.json.replace(' ', "").contains(blocked.as_str()) {
-                Action::Block(format!("blocked by a 0.1.1 plugin (call {call} of the session)"))
+                Action::Block(format!(
+                    "blocked by a 0.1.1 plugin (call {call} of the session)"
+                ))
             } else {
                 Action::Continue
             }

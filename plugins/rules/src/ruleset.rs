@@ -445,7 +445,10 @@ mod tests {
             method: Some("tools/call"),
             tool: Some("echo".into()),
         };
-        assert!(rules.first_match(&response).is_none(), "requests by default");
+        assert!(
+            rules.first_match(&response).is_none(),
+            "requests by default"
+        );
         assert!(
             rules
                 .first_match(&request("tools/call", "{\"params\":{}}"))
