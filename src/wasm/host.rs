@@ -158,25 +158,37 @@ impl host::Host for PluginState {
     }
 }
 
-impl session_kv::Host for PluginState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.kv_get(&key).await)
-    }
-    async fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.kv_set(&key, &value).await)
-    }
-    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.kv_delete(&key).await;
-        Ok(())
-    }
-    async fn increment(
-        &mut self,
-        key: String,
-        delta: i64,
-    ) -> wasmtime::Result<Result<i64, String>> {
-        Ok(self.kv_increment(&key, delta).await)
-    }
+/// `session-kv` is the same on both contract lines.
+macro_rules! session_kv_host {
+    ($interface:path) => {
+        impl $interface for PluginState {
+            async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+                Ok(self.kv_get(&key).await)
+            }
+            async fn set(
+                &mut self,
+                key: String,
+                value: String,
+            ) -> wasmtime::Result<Result<(), String>> {
+                Ok(self.kv_set(&key, &value).await)
+            }
+            async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+                self.kv_delete(&key).await;
+                Ok(())
+            }
+            async fn increment(
+                &mut self,
+                key: String,
+                delta: i64,
+            ) -> wasmtime::Result<Result<i64, String>> {
+                Ok(self.kv_increment(&key, delta).await)
+            }
+        }
+    };
 }
+
+session_kv_host!(session_kv::Host);
+session_kv_host!(v0_1::session_kv::Host);
 
 impl v0_1::host::Host for PluginState {
     fn log(&mut self, level: v0_1::host::Level, message: String) -> wasmtime::Result<()> {
@@ -189,26 +201,6 @@ impl v0_1::host::Host for PluginState {
         };
         PluginState::log(self, level, &message);
         Ok(())
-    }
-}
-
-impl v0_1::session_kv::Host for PluginState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.kv_get(&key).await)
-    }
-    async fn set(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.kv_set(&key, &value).await)
-    }
-    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.kv_delete(&key).await;
-        Ok(())
-    }
-    async fn increment(
-        &mut self,
-        key: String,
-        delta: i64,
-    ) -> wasmtime::Result<Result<i64, String>> {
-        Ok(self.kv_increment(&key, delta).await)
     }
 }
 
