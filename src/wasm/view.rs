@@ -1,11 +1,11 @@
-//! What a 0.2 plugin reads of the message in its call: [`MessageView`] holds the message and
-//! its context in the instance's state for the length of one `intercept` call, and the host
-//! side of the contract's `message` resource reads from it. Each accessor copies out only what
-//! it returns (the tool name, one value by JSON pointer), so a plugin pays for what it looks
-//! at, not for the size of the message. The handle a plugin is given reads nothing once its
-//! call is over.
+//! What a 0.2 plugin reads of the message in its call: [`MessageView`] points the instance's
+//! state at the call's context for the length of one `intercept` call, and the host side of
+//! the contract's `message` resource reads from it. Each accessor copies out only what it
+//! returns (the tool name, one value by JSON pointer), so a plugin pays for what it looks at,
+//! not for the size of the message. The handle a plugin is given reads nothing once its call
+//! is over.
 
-use std::sync::Arc;
+use std::ptr::NonNull;
 
 use wasmtime::component::Resource;
 
@@ -20,17 +20,19 @@ use crate::transport::TransportType as Transport;
 /// The `message` resource, as the host names it. Its one handle is the call's message.
 pub struct ViewedMessage;
 
-/// The message of the call in progress, and what the plugin may ask about it.
+/// The message of the call in progress: a pointer to the call's context, which the call
+/// borrows for as long as the plugin runs, and the message's kind.
 pub(super) struct MessageView {
-    message: Message,
+    ctx: NonNull<InterceptContext>,
     kind: WitKind,
-    direction: Direction,
-    transport: Transport,
-    protocol_version: Option<Arc<str>>,
-    request_method: Option<String>,
-    frame_id: u64,
-    request: Option<Message>,
 }
+
+// SAFETY: a view only reads the context, which is `Sync`, and only while the plugin runs in the
+// call that set it, which borrows the context all along: `Plugin::intercept` sets a view just
+// before it enters the plugin and clears it after. A call cut short (its future dropped) leaves
+// its view in a store that is dropped with it, never put back, and every entry into a plugin's
+// `intercept` sets a view of its own first.
+unsafe impl Send for MessageView {}
 
 impl MessageView {
     /// The view of `ctx`'s message, whose kind is `kind`.
@@ -43,14 +45,8 @@ impl MessageView {
             MessageKind::Batch => return None,
         };
         Some(Self {
-            message: ctx.message.clone(),
+            ctx: NonNull::from(ctx),
             kind,
-            direction: ctx.direction,
-            transport: ctx.transport_type,
-            protocol_version: ctx.protocol_version.clone(),
-            request_method: ctx.request_method.clone(),
-            frame_id: ctx.frame_id,
-            request: ctx.request.clone(),
         })
     }
 
@@ -59,8 +55,9 @@ impl MessageView {
         Resource::new_borrow(0)
     }
 
-    fn method(&self) -> Option<&str> {
-        self.message.method().or(self.request_method.as_deref())
+    fn ctx(&self) -> &InterceptContext {
+        // SAFETY: see `Send` above: the context outlives every read of the view.
+        unsafe { self.ctx.as_ref() }
     }
 }
 
@@ -78,30 +75,26 @@ impl wit::HostMessage for PluginState {
     }
 
     fn direction(&mut self, _: Resource<ViewedMessage>) -> wasmtime::Result<WitDirection> {
-        Ok(match self.viewed()?.direction {
+        Ok(match self.viewed()?.ctx().direction {
             Direction::ClientToServer => WitDirection::ClientToServer,
             Direction::ServerToClient => WitDirection::ServerToClient,
         })
     }
 
     fn method(&mut self, _: Resource<ViewedMessage>) -> wasmtime::Result<Option<String>> {
-        Ok(self.viewed()?.method().map(str::to_owned))
+        Ok(self.viewed()?.ctx().method().map(str::to_owned))
     }
 
     fn id(&mut self, _: Resource<ViewedMessage>) -> wasmtime::Result<Option<String>> {
-        Ok(self.viewed()?.message.id().map(str::to_owned))
+        Ok(self.viewed()?.ctx().message.id().map(str::to_owned))
     }
 
     fn session_id(&mut self, _: Resource<ViewedMessage>) -> wasmtime::Result<String> {
-        self.viewed()?;
-        Ok(self
-            .session
-            .as_ref()
-            .map_or_else(String::new, |id| id.as_str().to_owned()))
+        Ok(self.viewed()?.ctx().session_id.as_str().to_owned())
     }
 
     fn transport(&mut self, _: Resource<ViewedMessage>) -> wasmtime::Result<TransportType> {
-        Ok(match self.viewed()?.transport {
+        Ok(match self.viewed()?.ctx().transport_type {
             Transport::Stdio => TransportType::Stdio,
             Transport::StreamableHttp => TransportType::StreamableHttp,
         })
@@ -110,21 +103,21 @@ impl wit::HostMessage for PluginState {
     fn protocol_version(&mut self, _: Resource<ViewedMessage>) -> wasmtime::Result<Option<String>> {
         Ok(self
             .viewed()?
+            .ctx()
             .protocol_version
             .as_deref()
             .map(str::to_owned))
     }
 
     fn frame_id(&mut self, _: Resource<ViewedMessage>) -> wasmtime::Result<u64> {
-        Ok(self.viewed()?.frame_id)
+        Ok(self.viewed()?.ctx().frame_id)
     }
 
     fn principal(
         &mut self,
         _: Resource<ViewedMessage>,
     ) -> wasmtime::Result<Option<wit::Principal>> {
-        self.viewed()?;
-        Ok(self.principal.as_deref().map(|principal| {
+        Ok(self.viewed()?.ctx().principal.as_deref().map(|principal| {
             let (subject, issuer, scopes, claims) = principal_fields(principal);
             wit::Principal {
                 subject,
@@ -137,11 +130,10 @@ impl wit::HostMessage for PluginState {
 
     fn tool_name(&mut self, _: Resource<ViewedMessage>) -> wasmtime::Result<Option<String>> {
         let view = self.viewed()?;
+        let ctx = view.ctx();
         let tool = match view.kind {
-            WitKind::Request => view.message.tool_name(),
-            WitKind::Response | WitKind::Error => {
-                view.request.as_ref().and_then(Message::tool_name)
-            }
+            WitKind::Request => ctx.message.tool_name(),
+            WitKind::Response | WitKind::Error => ctx.request.as_ref().and_then(Message::tool_name),
             WitKind::Notification => None,
         };
         Ok(tool.map(str::to_owned))
@@ -152,11 +144,16 @@ impl wit::HostMessage for PluginState {
         _: Resource<ViewedMessage>,
         pointer: String,
     ) -> wasmtime::Result<Option<String>> {
-        Ok(self.viewed()?.message.pointer(&pointer).map(str::to_owned))
+        Ok(self
+            .viewed()?
+            .ctx()
+            .message
+            .pointer(&pointer)
+            .map(str::to_owned))
     }
 
     fn json(&mut self, _: Resource<ViewedMessage>) -> wasmtime::Result<String> {
-        Ok(self.viewed()?.message.as_str().to_owned())
+        Ok(self.viewed()?.ctx().message.as_str().to_owned())
     }
 
     fn request_get(
@@ -164,7 +161,7 @@ impl wit::HostMessage for PluginState {
         _: Resource<ViewedMessage>,
         pointer: String,
     ) -> wasmtime::Result<Option<String>> {
-        let request = self.viewed()?.request.as_ref();
+        let request = self.viewed()?.ctx().request.as_ref();
         Ok(request
             .and_then(|request| request.pointer(&pointer))
             .map(str::to_owned))
