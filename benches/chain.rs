@@ -9,8 +9,12 @@
 //!   rate-limit counting in the session store, rules), against one full `Value` parse of it
 //!   and against the tool-guard call alone.
 //! - `contract_floor`: a call into a plugin that reads nothing of the message, on 1 KiB and
-//!   64 KiB: `counter` on contract 0.2 (the message lent as a handle) against `legacy-0-1-1`
-//!   on 0.1 (the message's text and envelope lowered into the plugin whole).
+//!   64 KiB: `counter` on contract 0.2 (the message lent as a handle, called directly) against
+//!   `legacy-0-1-1` on 0.1 (the message's text and envelope lowered into the plugin whole, on a
+//!   fiber).
+//!
+//! Plugin calls are made as the chain makes them: at once when the plugin is called directly
+//! (`intercept_now`), else through the async `intercept`.
 //! - `instantiation`: a tool-guard call on a warm instance against the same call on a fresh
 //!   instance (`fresh_instances`: instantiate, `init`, call), with wasmtime's pooling allocator
 //!   and with on-demand allocation.
@@ -34,6 +38,17 @@ use membrane::wasm::{
     Capability, EngineOptions, PluginEngine, PluginEnv, PluginLimits, PluginSpec, WasmInterceptor,
 };
 use serde_json::json;
+
+/// One interceptor's decision, made as the chain makes it: at once when it can be.
+async fn decide(
+    interceptor: &dyn Interceptor,
+    ctx: &InterceptContext,
+) -> Result<InterceptAction, membrane::interceptor::InterceptError> {
+    match interceptor.intercept_now(ctx) {
+        Some(decided) => decided,
+        None => interceptor.intercept(ctx).await,
+    }
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -143,7 +158,7 @@ fn wasm_call(c: &mut Criterion) {
             &ctx,
             |b, ctx| {
                 b.to_async(&rt).iter(|| async {
-                    let action = guard.intercept(ctx).await.unwrap();
+                    let action = decide(&guard, ctx).await.unwrap();
                     assert_eq!(action, membrane::interceptor::InterceptAction::Continue);
                 })
             },
@@ -221,7 +236,7 @@ fn chain_of_three(c: &mut Criterion) {
     for plugin in &plugins {
         group.bench_function(format!("{} alone", plugin.name()), |b| {
             b.to_async(&rt)
-                .iter(|| async { plugin.intercept(&ctx).await.unwrap() })
+                .iter(|| async { decide(plugin.as_ref(), &ctx).await.unwrap() })
         });
     }
     group.bench_function("three plugins", |b| {
@@ -260,17 +275,27 @@ fn contract_floor(c: &mut Criterion) {
     let mut group = c.benchmark_group("contract_floor");
     for size in [1024, 64 * 1024] {
         let ctx = call_context(size);
-        for (name, plugin) in [
-            ("baseline: 0.1 plugin reading nothing", &legacy),
-            ("counter (0.2)", &counter),
-        ] {
-            group.bench_with_input(BenchmarkId::new(name, size), &ctx, |b, ctx| {
-                b.to_async(&rt).iter(|| async {
-                    let action = plugin.intercept(ctx).await.unwrap();
-                    assert_eq!(action, InterceptAction::Continue);
-                })
-            });
-        }
+        let name = "baseline: 0.1 plugin reading nothing";
+        group.bench_with_input(BenchmarkId::new(name, size), &ctx, |b, ctx| {
+            b.to_async(&rt).iter(|| async {
+                let action = decide(legacy.as_ref(), ctx).await.unwrap();
+                assert_eq!(action, InterceptAction::Continue);
+            })
+        });
+        // Called directly, the chain's way: at once, with no future to drive.
+        assert!(counter.calls_directly());
+        let name = "counter (0.2), called directly";
+        group.bench_with_input(BenchmarkId::new(name, size), &ctx, |b, ctx| {
+            b.iter(|| {
+                // As the chain: at once, or (every instance busy, a tick overrun) the async way.
+                let decided = match counter.intercept_now(ctx) {
+                    Some(decided) => decided,
+                    None => rt.block_on(counter.intercept(ctx)),
+                };
+                let action = decided.unwrap();
+                assert_eq!(action, InterceptAction::Continue);
+            })
+        });
     }
     group.finish();
 }
@@ -308,7 +333,7 @@ fn instantiation(c: &mut Criterion) {
         for (instance, plugin) in [("warm instance", warm), ("fresh instance", fresh)] {
             group.bench_function(format!("{allocator}: {instance}"), |b| {
                 b.to_async(&rt).iter(|| async {
-                    let action = plugin.intercept(&ctx).await.unwrap();
+                    let action = decide(plugin.as_ref(), &ctx).await.unwrap();
                     assert_eq!(action, InterceptAction::Continue);
                 })
             });

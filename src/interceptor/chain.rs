@@ -194,7 +194,11 @@ impl InterceptorChain {
                 .trace
                 .as_ref()
                 .map(|trace| trace.start(interceptor.name()));
-            let (action, error) = match interceptor.intercept(ctx).await {
+            let decided = match interceptor.intercept_now(ctx) {
+                Some(decided) => decided,
+                None => interceptor.intercept(ctx).await,
+            };
+            let (action, error) = match decided {
                 Ok(action) => (action, None),
                 Err(e) => (
                     fail(interceptor.name(), policy.on_error, &e.0, ctx),

@@ -215,4 +215,14 @@ pub trait Interceptor: Send + Sync {
     fn interest(&self) -> &Interest;
 
     async fn intercept(&self, ctx: &InterceptContext) -> Result<InterceptAction, InterceptError>;
+
+    /// The decision at once, when this interceptor can make it without waiting; `None` sends
+    /// the caller to [`Interceptor::intercept`]. It spares a decision that never waits (a Wasm
+    /// plugin called directly) the boxed future of an async call.
+    fn intercept_now(
+        &self,
+        _ctx: &InterceptContext,
+    ) -> Option<Result<InterceptAction, InterceptError>> {
+        None
+    }
 }

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{InstancePre, Resource, TypedFunc};
 
 use super::bindings::current::membrane::interceptor::types as wit;
 use super::bindings::v0_1::membrane::interceptor::types as wit_0_1;
 use super::bindings::{current, v0_1};
 use super::host::PluginState;
-use super::view::MessageView;
+use super::view::{MessageView, ViewedMessage};
 use crate::interceptor::{Filter, InterceptAction, InterceptContext, InterceptError};
 use crate::protocol::{Direction, Message, MessageKind, result_response};
 use crate::transport::TransportType;
@@ -27,10 +27,32 @@ pub(super) enum PluginPre {
     V0_1(v0_1::StatefulInterceptorPre<PluginState>),
 }
 
+/// What a plugin decided, as 0.2 spells it (a 0.1 decision is read as the 0.2 one it meant).
+pub(super) type Decision = wit::Action;
+
 /// An instance of a plugin, on its contract line.
 pub(super) enum Plugin {
     Current(current::StatefulInterceptor),
     V0_1(v0_1::StatefulInterceptor),
+    /// A 0.2 instance for direct calls ([`super::direct`]): its `intercept`, called without a
+    /// fiber.
+    Direct(TypedFunc<(Resource<ViewedMessage>,), (wit::Action,)>),
+}
+
+/// Instantiates a 0.2 plugin for direct calls and configures it: the instance, and `init`'s
+/// answer. An error leaves the plugin to fibers.
+pub(super) fn start_direct(
+    pre: &InstancePre<PluginState>,
+    store: &mut Store<PluginState>,
+    config: &str,
+) -> wasmtime::Result<(Plugin, Result<Vec<Filter>, String>)> {
+    let instance = pre.instantiate(&mut *store)?;
+    type Init = TypedFunc<(String,), (Result<Vec<wit::Filter>, String>,)>;
+    let init: Init = instance.get_typed_func(&mut *store, "init")?;
+    let intercept = instance.get_typed_func(&mut *store, "intercept")?;
+    let (declared,) = init.call(&mut *store, (config.to_owned(),))?;
+    let declared = declared.map(|declared| declared.iter().map(filter_from).collect());
+    Ok((Plugin::Direct(intercept), declared))
 }
 
 impl PluginPre {
@@ -56,7 +78,8 @@ impl PluginPre {
 }
 
 impl Plugin {
-    /// Configures the instance; the plugin's refusal is the inner error.
+    /// Configures an instance made for calls on fibers; the plugin's refusal is the inner
+    /// error.
     pub(super) async fn init(
         &self,
         store: &mut Store<PluginState>,
@@ -73,11 +96,16 @@ impl Plugin {
                     .map(|f| filter_from(&upgrade_filter(f)))
                     .collect()
             }),
+            Self::Direct(_) => {
+                return Err(wasmtime::format_err!(
+                    "a direct instance is configured as it starts"
+                ));
+            }
         })
     }
 
     /// Asks the plugin about `ctx`'s message, of kind `kind` (never a batch); its decision as
-    /// 0.2 spells it.
+    /// 0.2 spells it. A direct call is over by the first poll.
     pub(super) async fn intercept(
         &self,
         store: &mut Store<PluginState>,
@@ -93,6 +121,7 @@ impl Plugin {
                 store.data_mut().view = None;
                 action
             }
+            Self::Direct(_) => self.intercept_directly(store, ctx, kind),
             Self::V0_1(plugin) => {
                 let message = wit_0_1::Message {
                     json: ctx.message.as_str(),
@@ -119,6 +148,26 @@ impl Plugin {
                 Ok(upgrade_action(plugin.call_intercept(store, message).await?))
             }
         }
+    }
+}
+
+impl Plugin {
+    /// [`Plugin::intercept`] on an instance made for direct calls, made at once.
+    pub(super) fn intercept_directly(
+        &self,
+        store: &mut Store<PluginState>,
+        ctx: &InterceptContext,
+        kind: MessageKind,
+    ) -> wasmtime::Result<Decision> {
+        let Self::Direct(intercept) = self else {
+            return Err(wasmtime::format_err!(
+                "the instance is not made for direct calls"
+            ));
+        };
+        store.data_mut().view = MessageView::of(ctx, kind);
+        let decided = intercept.call(&mut *store, (MessageView::handle(),));
+        store.data_mut().view = None;
+        decided.map(|(decision,)| decision)
     }
 }
 

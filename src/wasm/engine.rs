@@ -1,7 +1,8 @@
-//! [`PluginEngine`]: a wasmtime engine and the linker shared by the plugins loaded on it.
-//! Calls run on fibers (`call_async`) with epoch interruption: every tick a running plugin
-//! yields to the tokio scheduler, so a slow plugin never starves other sessions, and once its
-//! time budget is spent the call traps. Instances come from wasmtime's pooling allocator, with
+//! [`PluginEngine`]: a wasmtime engine and the linkers shared by the plugins loaded on it.
+//! Calls that may wait or run long are made on fibers (`call_async`) with epoch interruption:
+//! every tick a running plugin yields to the tokio scheduler, so a slow plugin never starves
+//! other sessions, and once its time budget is spent the call traps. Calls that cannot wait are
+//! made directly, stopped at the first tick they run past ([`super::direct`]). Instances come from wasmtime's pooling allocator, with
 //! a semaphore in front of it so that a full pool makes callers wait instead of fail.
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{current, v0_1};
+use super::direct;
 use super::host::PluginState;
 pub use super::spec::PluginLimits;
 
@@ -45,7 +47,10 @@ impl Default for EngineOptions {
 
 pub struct PluginEngine {
     pub(super) engine: Engine,
+    /// Links plugins for calls on fibers.
     pub(super) linker: Linker<PluginState>,
+    /// Links plugins for direct calls ([`super::direct`]): its `wasi:io` never waits.
+    pub(super) direct_linker: Linker<PluginState>,
     pub(super) options: EngineOptions,
     /// One permit per instance slot: held by every live instance.
     pub(super) slots: Arc<Semaphore>,
@@ -64,11 +69,9 @@ impl PluginEngine {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(size)));
         }
         let engine = Engine::new(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        // Both contract lines: their interfaces are versioned apart, 0.2 beside 0.1.x.
-        current::StatefulInterceptor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
-        v0_1::StatefulInterceptor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        let linker = plugin_linker(&engine)?;
+        let mut direct_linker = plugin_linker(&engine)?;
+        direct::link_io_that_never_waits(&mut direct_linker)?;
         spawn_epoch_ticker(&engine);
         let slots = options
             .pool_size
@@ -76,10 +79,20 @@ impl PluginEngine {
         Ok(Arc::new(Self {
             engine,
             linker,
+            direct_linker,
             options,
             slots: Arc::new(Semaphore::new(slots)),
         }))
     }
+}
+
+/// WASI and both contract lines: their interfaces are versioned apart, 0.2 beside 0.1.x.
+fn plugin_linker(engine: &Engine) -> wasmtime::Result<Linker<PluginState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    current::StatefulInterceptor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    v0_1::StatefulInterceptor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    Ok(linker)
 }
 
 /// A pool with `size` plugin instance slots, each sized for the per-instance caps above.

@@ -35,6 +35,8 @@ pub struct PluginState {
     pub(super) principal: Option<Arc<Principal>>,
     /// The message of the call in progress, for a 0.2 plugin.
     pub(super) view: Option<super::view::MessageView>,
+    /// Whether the store's calls are direct ([`super::direct`]): made without a fiber.
+    pub(super) direct: bool,
     sessions: Option<Arc<SessionManager>>,
 }
 
@@ -44,6 +46,7 @@ impl PluginState {
         max_memory: usize,
         grants: &Grants,
         sessions: Option<Arc<SessionManager>>,
+        direct: bool,
     ) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.allow_ip_name_lookup(false)
@@ -70,8 +73,13 @@ impl PluginState {
             session: None,
             principal: None,
             view: None,
+            direct,
             sessions,
         }
+    }
+
+    pub(super) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 
     /// The session store and this call's session, for a `session-kv` call. The future owns

@@ -27,7 +27,6 @@ pub enum Failure {
 
 #[derive(Debug, Default)]
 pub struct PluginMetrics {
-    calls: AtomicU64,
     verdicts: [AtomicU64; 6],
     failures: [AtomicU64; 4],
     latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
@@ -56,7 +55,6 @@ pub struct MetricsSnapshot {
 impl PluginMetrics {
     /// Counts one call that took `elapsed` and ended as `outcome`.
     pub fn record(&self, elapsed: Duration, outcome: Result<&InterceptAction, Failure>) {
-        self.calls.fetch_add(1, Relaxed);
         let counter = match outcome {
             Ok(action) => &self.verdicts[verdict_index(action)],
             Err(failure) => &self.failures[failure as usize],
@@ -75,8 +73,13 @@ impl PluginMetrics {
     pub fn snapshot(&self) -> MetricsSnapshot {
         let verdict = |i: usize| self.verdicts[i].load(Relaxed);
         let failure = |f: Failure| self.failures[f as usize].load(Relaxed);
+        // Every call ends in one verdict or one failure: their sum is the calls.
+        let calls = (self.verdicts.iter())
+            .chain(&self.failures)
+            .map(|count| count.load(Relaxed))
+            .sum();
         MetricsSnapshot {
-            calls: self.calls.load(Relaxed),
+            calls,
             continued: verdict(0),
             modified: verdict(1),
             blocked: verdict(2),

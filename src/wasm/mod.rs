@@ -14,6 +14,8 @@ mod cache;
 #[cfg(feature = "wasm")]
 mod contract;
 #[cfg(feature = "wasm")]
+mod direct;
+#[cfg(feature = "wasm")]
 mod engine;
 #[cfg(feature = "wasm")]
 mod host;
