@@ -7,12 +7,13 @@
 //! called directly while it can be ([`super::direct`]), else on fibers. Every call is counted
 //! in the plugin's [`PluginMetrics`].
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use semver::Version;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::types::ComponentItem;
@@ -573,7 +574,7 @@ impl WasmInterceptor {
     /// instances made for direct calls once the plugin is called on fibers, and the rare one
     /// made on a fiber for a call that could not be direct.
     fn take_warm(&self, direct: bool) -> Option<Instance> {
-        let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+        let mut warm = self.warm.lock();
         while let Some(instance) = warm.pop() {
             if instance.store.data().direct == direct {
                 return Some(instance);
@@ -583,10 +584,7 @@ impl WasmInterceptor {
     }
 
     fn put_back(&self, instance: Instance) {
-        self.warm
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(instance);
+        self.warm.lock().push(instance);
         self.freed.wake();
     }
 }
