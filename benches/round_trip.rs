@@ -8,7 +8,8 @@
 //! moved the ratio by ±25 %. Prints median, p90 and p99 per variant, and median ratios.
 //!
 //! With `MEMBRANE_BASELINE_BIN` set to another build of membrane, that build joins the rotation
-//! (no plugins, and with tool-guard), so two builds are compared in one run.
+//! (no plugins, and with tool-guard), so two builds are compared in one run. A build on another
+//! contract takes its own tool-guard from `MEMBRANE_BASELINE_PLUGINS` (a `plugins/dist`).
 //!
 //! Run: `cargo build --release --examples && cargo bench --bench round_trip`.
 
@@ -53,6 +54,21 @@ fn main() {
             Stdio::null(),
         ),
     ];
+    let baseline_guard = std::env::var("MEMBRANE_BASELINE_PLUGINS").map(|dist| {
+        let guard = format!(
+            "[[plugins]]\npath = {:?}\n[plugins.config]\ndeny = [\"delete_*\"]\n",
+            format!("{dist}/tool_guard.wasm")
+        );
+        let toml = format!("{}.baseline.toml", config.display());
+        std::fs::write(&toml, guard).unwrap();
+        toml
+    });
+    let baseline_guarded = [
+        "--config",
+        baseline_guard
+            .as_deref()
+            .unwrap_or(config.to_str().unwrap()),
+    ];
     if let Ok(other) = std::env::var("MEMBRANE_BASELINE_BIN") {
         peers.push(Peer::spawn(
             "baseline build, no plugins",
@@ -61,7 +77,7 @@ fn main() {
         ));
         peers.push(Peer::spawn(
             "baseline build + tool-guard",
-            &membrane(&other, &guarded),
+            &membrane(&other, &baseline_guarded),
             Stdio::null(),
         ));
     }
