@@ -13,6 +13,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use crossbeam_utils::atomic::AtomicCell;
 use parking_lot::Mutex;
 use semver::Version;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -103,7 +104,10 @@ pub struct WasmInterceptor {
     instances: Arc<Semaphore>,
     /// Signalled whenever an instance is put back or dropped, for calls waiting for one.
     freed: Arc<Freed>,
-    warm: Mutex<Vec<Instance>>,
+    /// The instance put back last: most calls take it and put it back without a lock (a box
+    /// is one word, which `AtomicCell` swaps with one atomic instruction).
+    hot: AtomicCell<Option<Box<Instance>>>,
+    warm: Mutex<Vec<Box<Instance>>>,
     metrics: Arc<PluginMetrics>,
 }
 
@@ -226,6 +230,7 @@ impl WasmInterceptor {
             sessions: env.sessions.clone(),
             instances: Arc::new(Semaphore::new(spec.limits.max_instances.max(1))),
             freed: Arc::default(),
+            hot: AtomicCell::new(None),
             warm: Mutex::default(),
             metrics,
         };
@@ -305,7 +310,11 @@ impl WasmInterceptor {
 
     /// Starts a fresh instance and initialises it with the plugin's configuration: for direct
     /// calls when asked and the plugin has them, else (or if that fails) for calls on fibers.
-    async fn start(&self, slot: Slot, direct: bool) -> Result<(Instance, Interest), PluginError> {
+    async fn start(
+        &self,
+        slot: Slot,
+        direct: bool,
+    ) -> Result<(Box<Instance>, Interest), PluginError> {
         let slot = if direct {
             match self.start_directly(slot) {
                 Ok(started) => return started,
@@ -332,12 +341,12 @@ impl WasmInterceptor {
             .await
             .map_err(start_error)?
             .map_err(|reason| self.config_error(reason))?;
-        let instance = Instance {
+        let instance = Box::new(Instance {
             store,
             plugin,
             calls: 0,
             _slot: slot,
-        };
+        });
         Ok((instance, Interest::any_of(declared)))
     }
 
@@ -346,7 +355,7 @@ impl WasmInterceptor {
     fn start_directly(
         &self,
         slot: Slot,
-    ) -> Result<Result<(Instance, Interest), PluginError>, Slot> {
+    ) -> Result<Result<(Box<Instance>, Interest), PluginError>, Slot> {
         let Some(pre) = self.direct_pre.as_ref().filter(|_| self.calls_directly()) else {
             return Err(slot);
         };
@@ -359,12 +368,12 @@ impl WasmInterceptor {
                 Ok(declared
                     .map_err(|reason| self.config_error(reason))
                     .map(|declared| {
-                        let instance = Instance {
+                        let instance = Box::new(Instance {
                             store,
                             plugin,
                             calls: 0,
                             _slot: slot,
-                        };
+                        });
                         (instance, Interest::any_of(declared))
                     }))
             }
@@ -440,7 +449,7 @@ impl WasmInterceptor {
 
     /// A warm instance for `direct` calls or calls on fibers; else a new one while the plugin
     /// is below its instance cap; else the first one to come back before `deadline`.
-    async fn instance(&self, deadline: Instant, direct: bool) -> Result<Instance, CallError> {
+    async fn instance(&self, deadline: Instant, direct: bool) -> Result<Box<Instance>, CallError> {
         if let Some(instance) = self.take_warm(direct) {
             return Ok(instance);
         }
@@ -526,7 +535,7 @@ impl WasmInterceptor {
     /// plugin's decision becomes the chain's action.
     fn finish(
         &self,
-        mut instance: Instance,
+        mut instance: Box<Instance>,
         outcome: wasmtime::Result<Decision>,
         ctx: &InterceptContext,
     ) -> Result<InterceptAction, CallError> {
@@ -573,7 +582,12 @@ impl WasmInterceptor {
     /// A warm instance for `direct` calls or calls on fibers. One of the other kind is dropped:
     /// instances made for direct calls once the plugin is called on fibers, and the rare one
     /// made on a fiber for a call that could not be direct.
-    fn take_warm(&self, direct: bool) -> Option<Instance> {
+    fn take_warm(&self, direct: bool) -> Option<Box<Instance>> {
+        if let Some(instance) = self.hot.take()
+            && instance.store.data().direct == direct
+        {
+            return Some(instance);
+        }
         let mut warm = self.warm.lock();
         while let Some(instance) = warm.pop() {
             if instance.store.data().direct == direct {
@@ -583,8 +597,12 @@ impl WasmInterceptor {
         None
     }
 
-    fn put_back(&self, instance: Instance) {
-        self.warm.lock().push(instance);
+    fn put_back(&self, instance: Box<Instance>) {
+        if let Some(previous) = self.hot.swap(Some(instance)) {
+            self.warm.lock().push(previous);
+        }
+        // The swap (an acquire-release exchange) orders this after a waiter's count and
+        // before its look at `hot`, as the lock does for `warm`.
         self.freed.wake();
     }
 }
@@ -759,5 +777,14 @@ fn same_line(a: &Version, b: &Version) -> bool {
     match (a.major, b.major) {
         (0, 0) => a.minor == b.minor,
         (a, b) => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_hot_instance_is_swapped_without_a_lock() {
+        use crossbeam_utils::atomic::AtomicCell;
+        assert!(AtomicCell::<Option<Box<super::Instance>>>::is_lock_free());
     }
 }
