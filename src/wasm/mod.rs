@@ -1,7 +1,8 @@
 //! Wasm interceptors: plugins are WebAssembly components that export the
-//! `membrane:interceptor` world (`wit/interceptor.wit`). [`PluginEngine`] owns a wasmtime engine,
-//! its epoch ticker, its instance pool and the linker; [`WasmInterceptor`] loads one plugin,
-//! keeps warm instances of it and adapts it to the
+//! `membrane:interceptor` world (`wit/interceptor.wit`, 0.2; 0.1.x still served, `contract`).
+//! [`PluginEngine`] owns a wasmtime engine, its epoch ticker, its instance pool and the linkers
+//! (for calls on fibers, and for direct calls that cannot wait, `direct`); [`WasmInterceptor`]
+//! loads one plugin, keeps warm instances of it and adapts it to the
 //! [`Interceptor`](crate::interceptor::Interceptor) trait; [`PluginRegistry`] turns the
 //! configured plugins into chain snapshots and swaps them in on reload, reusing what did not
 //! change; [`ComponentCache`] keeps compiled plugins on disk. Plugins get no filesystem, network

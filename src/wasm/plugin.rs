@@ -107,7 +107,10 @@ pub struct WasmInterceptor {
     /// The instance put back last: most calls take it and put it back without a lock (a box
     /// is one word, which `AtomicCell` swaps with one atomic instruction).
     hot: AtomicCell<Option<Box<Instance>>>,
-    #[expect(clippy::vec_box, reason = "an instance moves boxed between `hot` and here")]
+    #[expect(
+        clippy::vec_box,
+        reason = "an instance moves boxed between `hot` and here"
+    )]
     warm: Mutex<Vec<Box<Instance>>>,
     metrics: Arc<PluginMetrics>,
 }
