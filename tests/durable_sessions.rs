@@ -70,27 +70,11 @@ async fn call_on_stream(client: &Http, id: i64, message: &str) -> (String, Value
 }
 
 /// The data of the events a GET with `Last-Event-ID` replays, until the first that holds
-/// `needle`.
+/// `needle`. A process persists its events behind its clients (the store is never awaited on a
+/// message's way out), so another replica may read the store a moment before the event a
+/// client just saw is in it: each attempt gives up after a short while and the GET is made
+/// again, within [`WAIT`] in all.
 async fn replayed(client: &Http, last: &str, needle: &str) -> String {
-    let response = client.get(Some(last)).await;
-    assert_eq!(response.status(), 200, "resumed after {last}");
-    let mut events = SseReader::new(response);
-    let mut seen = String::new();
-    while !seen.contains(needle) {
-        let event = tokio::time::timeout(WAIT, events.next())
-            .await
-            .expect("replayed in time")
-            .expect("an event");
-        seen.push_str(&event.data);
-    }
-    seen
-}
-
-/// [`replayed`] on another replica than the one that served the stream. A replica persists its
-/// events behind its clients (the store is never awaited on a message's way out), so the other
-/// replica may read the store a moment before the event the client just saw is in it; each
-/// attempt gives up after a short while and the GET is made again, within [`WAIT`] in all.
-async fn replayed_elsewhere(client: &Http, last: &str, needle: &str) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let response = client.get(Some(last)).await;
@@ -260,7 +244,7 @@ async fn replicas_on_redis_share_sessions_budgets_ends_and_streams() {
     let (stream, a2) = call_on_stream(&on_a, 2, "a2").await;
     assert_eq!(echo_of(&a2), "a2");
     // A stream served by one replica resumes on the other.
-    let replay = replayed_elsewhere(&on_b, &format!("{stream}.0"), "a2").await;
+    let replay = replayed(&on_b, &format!("{stream}.0"), "a2").await;
     assert!(replay.contains(r#""id":2"#), "{replay}");
     assert_eq!(
         echo_of(&on_b.call_tool(3, "echo", json!({"message": "b3"})).await),

@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::{
-    ChainRecord, Holder, InterceptAction, InterceptContext, Interceptor, LinkVerdict,
+    ChainRecord, Holder, InterceptAction, InterceptContext, Interceptor, Interest, LinkVerdict,
     PauseTimeoutPolicy,
 };
 use crate::protocol::{Direction, MessageKind};
@@ -158,20 +158,23 @@ impl InterceptorChain {
     /// nor touches the message body.
     #[inline]
     pub fn wants(&self, direction: Direction, kind: MessageKind, method: Option<&str>) -> bool {
-        self.links.iter().any(|link| {
-            link.interceptor.interest().matches(direction, kind, method)
-                || link.canary.as_ref().is_some_and(|(candidate, ..)| {
-                    candidate.interest().matches(direction, kind, method)
-                })
-        })
+        self.any_interest(|interest| interest.matches(direction, kind, method))
     }
 
     /// Whether any interceptor wants the answers (results or errors) travelling `direction` to
     /// requests of `method`: such a request is kept until answered, for plugins to read.
     pub fn wants_answers(&self, direction: Direction, method: &str) -> bool {
-        [MessageKind::Response, MessageKind::Error]
-            .into_iter()
-            .any(|kind| self.wants(direction, kind, Some(method)))
+        self.any_interest(|interest| interest.matches_answers(direction, method))
+    }
+
+    /// Whether the interest of any interceptor, canaries included, is `wanted`.
+    #[inline]
+    fn any_interest(&self, wanted: impl Fn(&Interest) -> bool) -> bool {
+        self.links.iter().any(|link| {
+            wanted(link.interceptor.interest())
+                || (link.canary.as_ref())
+                    .is_some_and(|(candidate, ..)| wanted(candidate.interest()))
+        })
     }
 
     /// Runs the interceptors from index `from` on; `ctx.message` ends as the chain left it.

@@ -35,8 +35,14 @@ impl Filter {
 
     #[inline]
     pub fn matches(&self, direction: Direction, kind: MessageKind, method: Option<&str>) -> bool {
+        self.matches_any(direction, kind_bit(kind), method)
+    }
+
+    /// Whether the filter wants a message of any of the kinds in the mask `kinds`.
+    #[inline]
+    fn matches_any(&self, direction: Direction, kinds: u8, method: Option<&str>) -> bool {
         self.directions & direction_bit(direction) != 0
-            && self.kinds & kind_bit(kind) != 0
+            && self.kinds & kinds != 0
             && (self.methods.is_empty()
                 || method.is_some_and(|m| self.methods.iter().any(|p| p.matches(m))))
     }
@@ -110,6 +116,16 @@ impl Interest {
         self.filters
             .iter()
             .any(|filter| filter.matches(direction, kind, method))
+    }
+
+    /// Whether the answers (results or errors) travelling `direction` to requests of `method`
+    /// are wanted: one pass over the filters for both kinds.
+    #[inline]
+    pub fn matches_answers(&self, direction: Direction, method: &str) -> bool {
+        let answers = kind_bit(MessageKind::Response) | kind_bit(MessageKind::Error);
+        self.filters
+            .iter()
+            .any(|filter| filter.matches_any(direction, answers, Some(method)))
     }
 }
 
